@@ -1,0 +1,550 @@
+"""HeliconeAddon: mitmproxy options and hooks. It only orchestrates the pure modules.
+
+Load it with `helicone-addon run` (or `mitmdump -s path/to/helicone_addon/addon.py`).
+
+    requestheaders  is this an LLM call? provider from the host the client asked for; start clock
+    request         Helicone-* -> CallOptions (400 on a bad header), auth, strip Helicone-*,
+                    gateway target, cache lookup (HIT short-circuit), rate limit (429 short-circuit)
+    responseheaders Helicone-Id & co. added before the first byte; SSE -> streamed through a tee
+    response/error  hand the finished call to the store's writer thread (usage, cost, row, cache
+                    save and cents accounting all happen there, never on the event loop)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http, tls
+from mitmproxy.proxy import mode_specs
+
+from helicone_addon import config, headers, providers
+from helicone_addon.record import CallState, build_row, comment
+
+logger = logging.getLogger("helicone_addon")
+
+META = "helicone"
+MAX_LOGGED_STREAM = 128 * 1024 * 1024  # bytes of a stream kept for the log
+
+
+def json_response(status: int, body: Any, extra: Sequence[tuple[str, str]] = ()) -> http.Response:
+    return http.Response.make(
+        status,
+        json.dumps(body).encode(),
+        [(b"content-type", b"application/json; charset=utf-8")]
+        + [(k.encode(), v.encode()) for k, v in extra],
+    )
+
+
+class HeliconeAddon:
+    def __init__(self) -> None:
+        self.store = None
+        self.cache = None
+        self.ratelimiter = None
+        self.matcher = providers.DEFAULT_MATCHER
+        self.price_overrides: dict | None = None
+        self.auth_keys: frozenset[str] = frozenset()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._opened: tuple | None = None
+        self.api_server = None
+
+    # -- options ------------------------------------------------------------------------------
+    def load(self, loader) -> None:
+        loader.add_option(
+            "helicone_data_dir", str, str(config.default_data_dir()),
+            "Directory for the log database, the response cache and rate-limit state.",
+        )
+        loader.add_option(
+            "helicone_db", str, "", "Path of the SQLite log database (default: <helicone_data_dir>/helicone.db).",
+        )
+        loader.add_option(
+            "helicone_cache_dir", str, "", "Directory of the response cache (default: <helicone_data_dir>/cache).",
+        )
+        loader.add_option(
+            "helicone_cache_size_limit", int, 1 << 30, "Size limit of the response cache in bytes (evicts beyond).",
+        )
+        loader.add_option(
+            "helicone_hosts", Sequence[str], [],
+            "Extra LLM hosts to intercept and log in regular (HTTPS_PROXY) mode, as 'host' or 'host=provider'; "
+            "'*' wildcards allowed. Repeat the option for several.",
+        )
+        loader.add_option(
+            "helicone_strict", bool, True,
+            "Answer 400 to a malformed Helicone-* header (false: ignore it, as Helicone does).",
+        )
+        loader.add_option(
+            "helicone_auth_keys", Sequence[str], [],
+            "Accepted Helicone-Auth keys. When set, LLM calls without 'Helicone-Auth: Bearer <key>' get 401.",
+        )
+        loader.add_option(
+            "helicone_price_overrides", str, "",
+            'Price overrides as JSON: {"model-or-glob": {"input_mtok": 2.5, "output_mtok": 10, '
+            '"cache_read_mtok": 1.25, "cache_write_mtok": 3.75}} (USD per million tokens).',
+        )
+        loader.add_option(
+            "helicone_estimate_usage", bool, True,
+            "Estimate tokens with tiktoken when a stream reports no usage (rows marked usage_source='estimated').",
+        )
+        loader.add_option(
+            "helicone_api_port", int, config.DEFAULT_API_PORT,
+            "Port of the local Helicone API (feedback, scores, query, async log ingestion); 0 turns it off.",
+        )
+        loader.add_option("helicone_api_host", str, "127.0.0.1", "Listen address of the local Helicone API.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "helicone_hosts" in updated:
+            self.matcher = providers.HostMatcher(ctx.options.helicone_hosts)
+        if "helicone_auth_keys" in updated:
+            keys = set()
+            for k in ctx.options.helicone_auth_keys:
+                k = k.strip()
+                keys.add(k[7:].strip() if k.lower().startswith("bearer ") else k)
+            self.auth_keys = frozenset(k for k in keys if k)
+        if "helicone_price_overrides" in updated:
+            text = ctx.options.helicone_price_overrides.strip()
+            if text:
+                from helicone_addon import pricing
+
+                try:
+                    self.price_overrides = pricing.parse_overrides(text)
+                except ValueError as e:
+                    raise exceptions.OptionsError(f"helicone_price_overrides: {e}") from e
+            else:
+                self.price_overrides = None
+        if "helicone_cache_size_limit" in updated and ctx.options.helicone_cache_size_limit < 0:
+            raise exceptions.OptionsError("helicone_cache_size_limit must be >= 0")
+        if "helicone_api_port" in updated and not 0 <= ctx.options.helicone_api_port <= 65535:
+            raise exceptions.OptionsError("helicone_api_port must be between 0 and 65535")
+        if self.loop is not None and updated & {"helicone_data_dir", "helicone_db", "helicone_cache_dir"}:
+            self._open()
+
+    def running(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._open()
+
+    def _paths(self) -> tuple[Path, Path, Path]:
+        data_dir = ctx.options.helicone_data_dir
+        return (
+            config.db_path(data_dir, ctx.options.helicone_db),
+            config.cache_dir(data_dir, ctx.options.helicone_cache_dir),
+            config.ratelimit_dir(data_dir),
+        )
+
+    def _open(self) -> None:
+        paths = self._paths()
+        if self._opened == paths:
+            return
+        self._close()
+        from helicone_addon.store import LogStore
+
+        db, cache_dir, rl_dir = paths
+        config.ensure_private_dir(Path(ctx.options.helicone_data_dir).expanduser())
+        self.store = LogStore(db, on_row=None).start()
+        self._cache_dir, self._rl_dir = cache_dir, rl_dir
+        self.cache = None
+        self.ratelimiter = None
+        self._opened = paths
+        logger.info("helicone: logging LLM calls to %s", db)
+
+    def _get_cache(self):
+        if self.cache is None:
+            from helicone_addon.cache import ResponseCache
+
+            self.cache = ResponseCache(str(self._cache_dir), size_limit=ctx.options.helicone_cache_size_limit)
+        return self.cache
+
+    def _get_ratelimiter(self):
+        if self.ratelimiter is None:
+            from helicone_addon.ratelimit import RateLimiter
+
+            self.ratelimiter = RateLimiter(str(self._rl_dir))
+        return self.ratelimiter
+
+    def _close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        for obj in (self.cache, self.ratelimiter):
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:
+                    pass
+        self.cache = self.ratelimiter = None
+        self._opened = None
+
+    def done(self) -> None:
+        self._close()
+
+    # -- which connections to intercept ----------------------------------------------------------
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """In regular (HTTPS_PROXY) mode, only LLM hosts are intercepted; the rest is tunnelled."""
+        mode = data.context.client.proxy_mode
+        if not isinstance(mode, mode_specs.RegularMode):
+            return
+        host = data.client_hello.sni or (data.context.server.address or ("",))[0]
+        if self.matcher.provider_for(host) is None:
+            data.ignore_connection = True
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or flow.is_replay == "request":
+            return
+        req = flow.request
+        mode = flow.client_conn.proxy_mode
+        host = req.pretty_host
+        provider = self.matcher.provider_for(host)
+        if isinstance(mode, mode_specs.ReverseMode):
+            if provider is None:
+                provider = self.matcher.provider_for(mode.address[0])
+        elif provider is None and headers.H_TARGET_URL not in req.headers and headers.H_OPENAI_API_BASE not in req.headers:
+            return  # not an LLM call: untouched, unlogged
+        path = req.path
+        if provider is None:
+            provider = providers.provider_from_path(path) or req.headers.get(headers.H_TARGET_PROVIDER) or None
+        state = CallState(
+            id="",
+            started_at=req.timestamp_start or time.time(),
+            provider=provider,
+            api=providers.api_for(provider, path),
+            method=req.method,
+            host=host,
+            path=path,
+            url=req.pretty_url,
+            request_headers=list(req.headers.items(multi=True)),  # as the client sent them
+        )
+        flow.metadata[META] = state
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        state: CallState | None = flow.metadata.get(META)
+        if state is None or flow.response or flow.error:
+            return
+        req = flow.request
+        state.request_body = req.raw_content
+        try:
+            opts = headers.parse(state.request_headers, strict=ctx.options.helicone_strict)
+        except headers.HeaderError as e:
+            state.id = headers.new_request_id()
+            state.options = headers.CallOptions(request_id=state.id)
+            self._short_circuit(flow, state, "header", json_response(400, e.body(), [(headers.R_ERROR, "true")]), str(e))
+            return
+        state.options = opts
+        state.id = opts.request_id
+        for w in opts.warnings:
+            logger.warning("helicone: ignored header (lenient mode): %s", w)
+        if opts.target_provider and state.provider in (None, "openai-compatible"):
+            state.provider = opts.target_provider.lower()
+
+        if self.auth_keys:
+            given = (opts.auth or "").strip()
+            key = given[7:].strip() if given.lower().startswith("bearer ") else None
+            if key not in self.auth_keys:
+                msg = "Helicone-Auth is missing or not accepted; send 'Helicone-Auth: Bearer <key>' with a configured key"
+                self._short_circuit(
+                    flow, state, "auth",
+                    json_response(401, {"error": {"type": "invalid_helicone_auth", "header": "Helicone-Auth", "message": msg}},
+                                  [(headers.R_ERROR, "true")]),
+                    msg,
+                )
+                return
+
+        # Helicone-* never goes upstream.
+        for name in {n for n in req.headers.keys() if headers.is_helicone(n)}:
+            del req.headers[name]
+
+        if opts.target_url:
+            scheme, _, authority = opts.target_url.partition("://")
+            hostname, _, port = authority.partition(":")
+            req.scheme = scheme
+            req.host = hostname
+            req.port = int(port) if port else (443 if scheme == "https" else 80)
+            state.provider = (
+                opts.target_provider.lower() if opts.target_provider
+                else providers.provider_from_url(opts.target_url, self.matcher)
+                or providers.provider_from_path(state.path)
+                or state.provider
+            )
+            state.api = providers.api_for(state.provider, state.path)
+
+        if opts.stream_usage:
+            self._add_include_usage(flow, state)
+
+        if opts.cache.read or opts.cache.write:
+            if await self._cache_lookup(flow, state):
+                return
+        if opts.rate_limit is not None:
+            if await self._rate_limit(flow, state):
+                return
+        state.target_url = req.url
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state: CallState | None = flow.metadata.get(META)
+        if state is None or state.short_circuit or flow.response is None:
+            return
+        resp = flow.response
+        self._add_response_headers(state, resp)
+        state.status = resp.status_code
+        ctype = resp.headers.get("content-type", "")
+        state.content_type = ctype
+        if "text/event-stream" in ctype or "streamGenerateContent" in state.path:
+            state.streamed = True
+            state.chunks = chunks = []
+            state.content_encoding = resp.headers.get("content-encoding")
+            kept = 0
+
+            def tee(data: bytes) -> bytes:
+                nonlocal kept
+                if data:
+                    if state.first_chunk_at is None:
+                        state.first_chunk_at = time.time()
+                    if kept < MAX_LOGGED_STREAM:
+                        chunks.append(data)
+                        kept += len(data)
+                else:
+                    state.ended_at = time.time()
+                return data
+
+            resp.stream = tee
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state: CallState | None = flow.metadata.get(META)
+        if state is None or not state.id:
+            return
+        resp = flow.response
+        if resp is not None and not state.short_circuit:
+            state.status = resp.status_code
+            state.response_headers = list(resp.headers.items(multi=True))
+            state.content_type = resp.headers.get("content-type")
+            state.content_encoding = resp.headers.get("content-encoding")
+            if not state.streamed:
+                state.response_body = resp.raw_content
+                state.ended_at = resp.timestamp_end or time.time()
+            elif state.ended_at is None:
+                state.ended_at = time.time()
+        elif resp is not None:
+            state.response_headers = list(resp.headers.items(multi=True))
+        self._finish(flow, state)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state: CallState | None = flow.metadata.get(META)
+        if state is None or not state.id or state.row is not None:
+            return
+        msg = flow.error.msg if flow.error else "unknown error"
+        state.ended_at = time.time()
+        if flow.response is not None and state.status is not None:
+            # the response had started: the client went away, or the upstream broke mid-stream
+            state.response_headers = list(flow.response.headers.items(multi=True))
+            if "client" in msg.lower() and "disconnect" in msg.lower():
+                state.cancelled = True
+                state.error = f"cancelled: {msg}"
+            else:
+                state.error = msg
+        else:
+            state.status = None
+            state.error = msg
+        self._finish(flow, state)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _add_response_headers(self, state: CallState, resp: http.Response) -> None:
+        resp.headers[headers.R_ID] = state.id
+        resp.headers[headers.R_STATUS] = "success"
+        opts = state.options
+        if opts is not None and opts.cache.read and not state.cache_hit:
+            resp.headers[headers.R_CACHE] = "MISS"
+        for k, v in state.extra_response_headers:
+            resp.headers[k] = v
+
+    def _short_circuit(self, flow: http.HTTPFlow, state: CallState, kind: str, resp: http.Response, error: str | None) -> None:
+        state.short_circuit = kind
+        state.error = error
+        state.status = resp.status_code
+        resp.headers[headers.R_ID] = state.id
+        if kind != "cache":
+            resp.headers.setdefault(headers.R_STATUS, "success")
+        state.ended_at = time.time()
+        flow.metadata["helicone_short_circuit"] = kind
+        flow.response = resp
+
+    def _add_include_usage(self, flow: http.HTTPFlow, state: CallState) -> None:
+        try:
+            body = json.loads(flow.request.content or b"{}")
+        except ValueError:
+            return
+        if isinstance(body, dict):
+            opts = body.get("stream_options")
+            if not isinstance(opts, dict):
+                opts = body["stream_options"] = {}
+            opts["include_usage"] = True
+            flow.request.content = json.dumps(body).encode()
+            state.request_body = flow.request.raw_content
+
+    async def _cache_lookup(self, flow: http.HTTPFlow, state: CallState) -> bool:
+        from helicone_addon import cache as cache_mod
+
+        opts = state.options
+        assert opts is not None
+        try:
+            state.cache_key = cache_mod.cache_key(
+                seed=opts.cache.seed,
+                url=state.url,
+                body=state.request_body or b"",
+                headers=state.request_headers,
+                ignore_keys=opts.cache.ignore_keys,
+            )
+            if not opts.cache.read:
+                return False
+            store = self._get_cache()
+            hit = await asyncio.to_thread(store.lookup, state.cache_key, opts.cache.bucket_size)
+        except Exception:
+            logger.exception("helicone: cache lookup failed; treating as a miss")
+            return False
+        if hit is None:
+            return False
+        entry, idx = hit
+        skip = {"content-length", "content-encoding", "transfer-encoding", "helicone-id", "helicone-cache",
+                "helicone-cache-bucket-idx", "helicone-cache-latency", "connection", "date"}
+        hdrs = [(k, v) for k, v in entry.headers if k.lower() not in skip]
+        hdrs += [
+            (headers.R_CACHE, "HIT"),
+            (headers.R_CACHE_BUCKET_IDX, str(idx)),
+            (headers.R_CACHE_LATENCY, str(int(round(entry.latency_ms or 0)))),
+            (headers.R_STATUS, "success"),
+        ]
+        resp = http.Response.make(200, entry.body, [(k.encode(), v.encode()) for k, v in hdrs])
+        state.cache_hit = True
+        state.cache_entry = entry
+        state.cache_reference_id = entry.request_id
+        state.streamed = bool(entry.streamed)
+        state.content_type = resp.headers.get("content-type")
+        self._short_circuit(flow, state, "cache", resp, None)
+        return True
+
+    async def _rate_limit(self, flow: http.HTTPFlow, state: CallState) -> bool:
+        from helicone_addon import ratelimit, usage
+
+        opts = state.options
+        assert opts is not None
+        policy = opts.rate_limit
+        user = opts.user_id
+        if user is None and policy.segment == "user":
+            state.request_info = usage.parse_request(state.api, state.path, state.request_body)
+            user = state.request_info.user
+        try:
+            key = ratelimit.segment_key(policy, user, opts.properties)
+        except ValueError as e:
+            if not ctx.options.helicone_strict:
+                logger.warning("helicone: rate limit skipped: %s", e)
+                return False
+            err = headers.HeaderError(headers.H_RATE_LIMIT, str(e))
+            self._short_circuit(flow, state, "header", json_response(400, err.body(), [(headers.R_ERROR, "true")]), str(err))
+            return True
+        try:
+            decision = await asyncio.to_thread(self._get_ratelimiter().check_and_consume, key, policy)
+        except Exception:
+            logger.exception("helicone: rate limiter failed; letting the call through")
+            return False
+        state.rate_limit_key = key
+        hdrs = ratelimit.headers_for(decision)
+        if decision.allowed:
+            state.extra_response_headers = hdrs
+            return False
+        state.rate_limited = True
+        resp = http.Response.make(
+            429, ratelimit.rate_limited_body(),
+            [(b"content-type", b"application/json;charset=UTF-8"), (b"X-Helicone-Error", b"rate_limited")]
+            + [(k.encode(), v.encode()) for k, v in hdrs],
+        )
+        self._short_circuit(flow, state, "ratelimit", resp, "rate limited by Helicone-RateLimit-Policy")
+        return True
+
+    def _finish(self, flow: http.HTTPFlow, state: CallState) -> None:
+        """Hand the call to the writer thread. Cheap: no parsing, no I/O here."""
+        if self.store is None or state.row is not None:
+            return
+        state.row = {}  # finished once, even if both response and error fire
+        overrides = self.price_overrides
+        estimate = ctx.options.helicone_estimate_usage
+        web = self._is_web()
+
+        def job():
+            row, props = build_row(state, price_overrides=overrides, estimate=estimate)
+            self._after_row(state, row)
+            if web and self.loop is not None:
+                self.loop.call_soon_threadsafe(self._set_comment, flow, comment(row))
+            return row, props
+
+        self.store.submit(job)
+
+    def _after_row(self, state: CallState, row: dict) -> None:
+        """Side effects that need the priced row: cache save, cents accounting. Writer thread."""
+        opts = state.options
+        if opts is None:
+            return
+        if (
+            opts.cache.write
+            and not state.cache_hit
+            and state.cache_key
+            and state.status == 200
+            and not state.error
+            and not state.cancelled
+        ):
+            try:
+                self._cache_save(state, row)
+            except Exception:
+                logger.exception("helicone: cache save failed")
+        policy = opts.rate_limit
+        if policy is not None and state.rate_limit_key and not state.rate_limited and not state.cache_hit:
+            if policy.unit == "cents" and row.get("cost_usd"):
+                try:
+                    self._get_ratelimiter().record(state.rate_limit_key, policy, row["cost_usd"] * 100)
+                except Exception:
+                    logger.exception("helicone: rate-limit accounting failed")
+
+    def _cache_save(self, state: CallState, row: dict) -> None:
+        from helicone_addon import cache as cache_mod
+        from helicone_addon.record import USAGE_COLUMNS, response_bytes
+
+        opts = state.options
+        assert opts is not None and state.cache_key
+        body = response_bytes(state)
+        skip = {"content-length", "content-encoding", "transfer-encoding", "connection", "date", "keep-alive"}
+        entry = cache_mod.CachedResponse(
+            status=200,
+            headers=[(k, v) for k, v in state.response_headers if k.lower() not in skip],
+            body=body,
+            streamed=bool(row.get("streamed")),
+            chunks=None,
+            chunk_offsets_ms=None,
+            latency_ms=row.get("latency_ms") or 0.0,
+            request_id=state.id,
+            model=row.get("model"),
+            provider=row.get("provider"),
+            usage_source=row.get("usage_source"),
+            cost_usd=row.get("cost_usd"),
+            created_at=time.time(),
+            **{c: row.get(c) for c in USAGE_COLUMNS},
+        )
+        self._get_cache().store(state.cache_key, opts.cache.bucket_size, entry, opts.cache.ttl_s)
+
+    def _is_web(self) -> bool:
+        try:
+            return ctx.master.addons.get("view") is not None
+        except Exception:
+            return False
+
+    def _set_comment(self, flow: http.HTTPFlow, text: str) -> None:
+        flow.comment = text
+        try:
+            from mitmproxy import hooks
+
+            ctx.master.addons.trigger(hooks.UpdateHook([flow]))
+        except Exception:
+            pass
+
+
+addons = [HeliconeAddon()]

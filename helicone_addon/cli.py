@@ -1,0 +1,102 @@
+"""`helicone-addon`: run | web | env | report | logs | sessions | ui.
+
+`run` and `web` are mitmdump / mitmweb with the addon loaded; every other argument goes to
+mitmproxy unchanged (-p, --mode, --set, --map-remote, -q, ...). Defaults: listen 127.0.0.1:8080.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+
+def _with_defaults(args: list[str]) -> list[str]:
+    """Listen on loopback unless the user chose a listen host."""
+    if not any(a == "--listen-host" or a.startswith("--listen-host=") or a.startswith("listen_host=") for a in args):
+        args = ["--listen-host", "127.0.0.1", *args]
+    return args
+
+
+def run_dump(args: list[str]) -> int:
+    from mitmproxy.tools import cmdline, dump
+    from mitmproxy.tools import main as mitm_main
+
+    from helicone_addon import fastdispatch
+    from helicone_addon.addon import HeliconeAddon
+
+    class HeliconeDumpMaster(dump.DumpMaster):
+        def __init__(self, options, **kwargs) -> None:
+            super().__init__(options, **kwargs)
+            self.addons.add(HeliconeAddon())
+            fastdispatch.install(self.addons)
+
+    mitm_main.run(HeliconeDumpMaster, cmdline.mitmdump, _with_defaults(args))
+    return 0
+
+
+def run_web(args: list[str]) -> int:
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools import main as mitm_main
+    from mitmproxy.tools.web.master import WebMaster
+
+    from helicone_addon import fastdispatch
+    from helicone_addon.addon import HeliconeAddon
+
+    class HeliconeWebMaster(WebMaster):
+        def __init__(self, options, **kwargs) -> None:
+            super().__init__(options, **kwargs)
+            self.addons.add(HeliconeAddon())
+            fastdispatch.install(self.addons)
+
+    mitm_main.run(HeliconeWebMaster, cmdline.mitmweb, _with_defaults(args))
+    return 0
+
+
+def env_exports(confdir: str, proxy: str) -> str:
+    ca = str(Path(confdir).expanduser() / "mitmproxy-ca-cert.pem")
+    lines = [
+        f"export HTTPS_PROXY={shlex.quote(proxy)}",
+        f"export HTTP_PROXY={shlex.quote(proxy)}",
+        "export NO_PROXY=localhost,127.0.0.1",
+        f"export SSL_CERT_FILE={shlex.quote(ca)}",
+        f"export REQUESTS_CA_BUNDLE={shlex.quote(ca)}",
+        f"export NODE_EXTRA_CA_CERTS={shlex.quote(ca)}",
+    ]
+    if not Path(ca).exists():
+        lines.insert(0, f"# note: {ca} does not exist yet; start the proxy once to create it")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        return run_dump(argv[1:])
+    if argv and argv[0] == "web":
+        return run_web(argv[1:])
+
+    parser = argparse.ArgumentParser(
+        prog="helicone-addon",
+        description="Local LLM observability proxy. 'run'/'web' take any mitmdump/mitmweb options.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the proxy (mitmdump options follow)")
+    sub.add_parser("web", help="start the proxy with mitmweb's UI (mitmweb options follow)")
+    p_env = sub.add_parser("env", help="print the shell exports an app needs to use the proxy")
+    p_env.add_argument("--confdir", default=os.environ.get("MITMPROXY_CONFDIR", "~/.mitmproxy"))
+    p_env.add_argument("--proxy", default="http://127.0.0.1:8080")
+    p_env.set_defaults(func=lambda a: print(env_exports(a.confdir, a.proxy)) or 0)
+    try:
+        from helicone_addon import cli_reports
+    except ImportError:
+        cli_reports = None
+    if cli_reports is not None:
+        cli_reports.register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Where things live by default. The environment variable HELICONE_ADDON_DATA_DIR overrides the data dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_API_PORT = 8585
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("HELICONE_ADDON_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".helicone-addon"
+
+
+def db_path(data_dir: str | os.PathLike | None = None, db: str | None = None) -> Path:
+    """The log database: `db` if given, else <data dir>/helicone.db."""
+    if db:
+        return Path(db).expanduser()
+    return Path(data_dir).expanduser() / "helicone.db" if data_dir else default_data_dir() / "helicone.db"
+
+
+def cache_dir(data_dir: str | os.PathLike | None = None, cache: str | None = None) -> Path:
+    if cache:
+        return Path(cache).expanduser()
+    return (Path(data_dir).expanduser() if data_dir else default_data_dir()) / "cache"
+
+
+def ratelimit_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    return (Path(data_dir).expanduser() if data_dir else default_data_dir()) / "ratelimit"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create a directory readable by the owner only (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+    return path

@@ -1,0 +1,238 @@
+"""`CallState` (what the proxy learned about one call as it went) -> one `requests` row.
+
+`build_row` does the heavy work of a call — decoding, usage extraction, estimation, pricing — and
+runs on the store's writer thread, never on mitmproxy's event loop. The proxy, the API's log
+ingestion and the async logger all go through it, so a call is understood the same way whichever
+door it came through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import pricing, usage
+from .headers import CallOptions
+from .redact import redact_headers, redact_url
+from .usage.types import ParsedResponse, RequestInfo, Usage
+
+logger = logging.getLogger(__name__)
+
+USAGE_COLUMNS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+@dataclass
+class CallState:
+    """One call, filled in as it goes. Lives in flow.metadata["helicone"]."""
+
+    id: str
+    started_at: float  # epoch seconds: the proxy received the request
+    source: str = "proxy"
+    provider: str | None = None
+    api: str = "unknown"
+    method: str = "POST"
+    host: str = ""
+    path: str = ""
+    url: str = ""  # incoming URL as the client asked (before map_remote / gateway)
+    target_url: str | None = None
+    options: CallOptions | None = None
+    request_headers: list[tuple[str, str]] = field(default_factory=list)
+    request_body: bytes | None = None
+    request_info: RequestInfo | None = None
+    # response
+    status: int | None = None
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes | None = None  # raw (still content-encoded) body, non-streamed
+    chunks: list[bytes] | None = None  # raw streamed chunks (still content-encoded)
+    chunk_times: list[float] | None = None
+    content_encoding: str | None = None
+    content_type: str | None = None
+    first_chunk_at: float | None = None
+    ended_at: float | None = None
+    streamed: bool = False
+    # decisions
+    short_circuit: str | None = None  # 'cache' | 'ratelimit' | 'header' | 'auth'
+    cache_hit: bool = False
+    cache_key: str | None = None
+    cache_reference_id: str | None = None
+    cache_entry: Any = None  # cache.CachedResponse on a hit
+    rate_limited: bool = False
+    rate_limit_key: str | None = None
+    extra_response_headers: list[tuple[str, str]] = field(default_factory=list)
+    retries: int = 0
+    attempts: list[int | None] = field(default_factory=list)
+    fallback_index: int | None = None
+    error: str | None = None
+    cancelled: bool = False
+    # filled by build_row
+    row: dict[str, Any] | None = None
+    parsed: ParsedResponse | None = None
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text(data: bytes | None, limit: int | None = None) -> str | None:
+    if data is None:
+        return None
+    if limit is not None and len(data) > limit:
+        data = data[:limit]
+    return data.decode("utf-8", "replace")
+
+
+def response_bytes(state: CallState) -> bytes:
+    """The response body, content-decoded."""
+    raw = b"".join(state.chunks) if state.chunks is not None else (state.response_body or b"")
+    return usage.decode_body(raw, state.content_encoding) if raw else b""
+
+
+def build_row(
+    state: CallState,
+    *,
+    price_overrides: dict | None = None,
+    estimate: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The `requests` row and the `properties` rows of one finished call. Never raises."""
+    opts = state.options
+    req = state.request_info
+    if req is None:
+        req = usage.parse_request(state.api, state.path, state.request_body)
+        state.request_info = req
+    body = b""
+    parsed = ParsedResponse()
+    if state.cache_entry is not None:
+        entry = state.cache_entry
+        body = entry.body
+        u = Usage(**{c: getattr(entry, c, None) for c in USAGE_COLUMNS})
+        u.source = getattr(entry, "usage_source", "provider")
+        parsed = ParsedResponse(model=entry.model, usage=u, streamed=entry.streamed)
+    elif state.status is not None or state.chunks:
+        try:
+            body = response_bytes(state)
+            parsed = usage.parse_response(state.api, body, state.content_type, state.status)
+        except Exception:  # a parser bug must not lose the row
+            logger.exception("usage extraction failed for %s", state.id)
+    state.parsed = parsed
+
+    u = parsed.usage
+    if (
+        u is None
+        and estimate
+        and state.cache_entry is None
+        and state.status is not None
+        and 200 <= state.status < 300
+        and (parsed.streamed or state.streamed)
+        and state.api != "unknown"
+    ):
+        try:
+            u = usage.estimate(req, parsed, parsed.model or req.model)
+        except Exception:
+            logger.exception("usage estimate failed for %s", state.id)
+    model = (opts.model_override if opts else None) or parsed.model or req.model
+
+    cost = note = version = None
+    saved = None
+    if u is not None:
+        try:
+            pr = pricing.price(state.provider, model, u, overrides=price_overrides)
+            cost, note, version = pr.cost_usd, pr.note, pr.prices_version
+        except Exception as e:  # pragma: no cover - pricing never raises by contract
+            note = f"pricing failed: {e}"
+    if state.cache_hit:
+        saved = cost if cost is not None else getattr(state.cache_entry, "cost_usd", None)
+        cost, note = 0.0, "cache hit"
+
+    error = state.error
+    if parsed.error and not error:
+        error = parsed.error
+    if state.cancelled and not error:
+        error = "cancelled: client disconnected"
+
+    user_id = (opts.user_id if opts else None) or req.user
+    props = dict(opts.properties) if opts else {}
+    ended = state.ended_at or time.time()
+    latency = (ended - state.started_at) * 1000 if state.status is not None or state.error else None
+    ttft = (state.first_chunk_at - state.started_at) * 1000 if state.first_chunk_at else None
+
+    omit_req = bool(opts and opts.omit_request)
+    omit_resp = bool(opts and opts.omit_response)
+    row: dict[str, Any] = {
+        "id": state.id,
+        "created_at": iso(state.started_at),
+        "source": state.source,
+        "provider": state.provider,
+        "api": state.api,
+        "method": state.method,
+        "host": state.host,
+        "path": redact_url(state.path),
+        "target_url": redact_url(state.target_url) if state.target_url else None,
+        "model": model,
+        "model_requested": req.model,
+        "status": state.status,
+        "streamed": int(bool(parsed.streamed or state.streamed)),
+        "latency_ms": round(latency, 3) if latency is not None else None,
+        "ttft_ms": round(ttft, 3) if ttft is not None else None,
+        "usage_source": u.source if u else None,
+        "usage_raw": json.dumps(u.raw) if u is not None and u.raw is not None else None,
+        "cost_usd": cost,
+        "cost_note": note,
+        "prices_version": version,
+        "cache_saved_usd": saved,
+        "user_id": user_id,
+        "session_id": opts.session_id if opts else None,
+        "session_path": opts.session_path if opts else None,
+        "session_name": opts.session_name if opts else None,
+        "properties": json.dumps(props) if props else None,
+        "cache_hit": int(state.cache_hit),
+        "cache_reference_id": state.cache_reference_id,
+        "retries": state.retries,
+        "attempts": json.dumps(state.attempts) if state.attempts else None,
+        "fallback_index": state.fallback_index,
+        "rate_limited": int(state.rate_limited),
+        "error": error,
+        "client_request_id": opts.client_request_id if opts else None,
+        "request_headers": json.dumps(redact_headers(state.request_headers)),
+        "request_body": None if omit_req else _text(state.request_body),
+        "response_headers": json.dumps(redact_headers(state.response_headers)),
+        "response_body": None if omit_resp else _text(body),
+    }
+    for c in USAGE_COLUMNS:
+        row[c] = getattr(u, c) if u is not None else None
+    if u is not None and row["total_tokens"] is None and u.prompt_tokens is not None and u.completion_tokens is not None:
+        row["total_tokens"] = u.prompt_tokens + u.completion_tokens
+    state.row = row
+    prop_rows = [{"request_id": state.id, "key": k, "value": v} for k, v in props.items()]
+    return row, prop_rows
+
+
+def comment(row: dict[str, Any]) -> str:
+    """One line for mitmweb's flow list."""
+    parts = [row.get("provider") or "?", row.get("model") or "?"]
+    if row.get("total_tokens") is not None:
+        est = "~" if row.get("usage_source") == "estimated" else ""
+        parts.append(f"{est}{row.get('prompt_tokens')}+{row.get('completion_tokens')} tok")
+    if row.get("cost_usd") is not None:
+        parts.append(f"${row['cost_usd']:.6f}")
+    elif row.get("cost_note"):
+        parts.append("cost ?")
+    if row.get("cache_hit"):
+        parts.append("cache HIT")
+    if row.get("rate_limited"):
+        parts.append("RATE LIMITED")
+    if row.get("retries"):
+        parts.append(f"retries={row['retries']}")
+    if row.get("error"):
+        parts.append(f"error: {str(row['error'])[:60]}")
+    return " | ".join(parts)

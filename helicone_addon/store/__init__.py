@@ -1,0 +1,248 @@
+"""The log store: SQLite through sqlite-utils, written by ONE background thread.
+
+Hooks only call `LogStore.submit(job)`, which never blocks and never touches SQLite. The writer
+thread builds rows (usage, pricing) and inserts them in batches, one transaction per batch.
+When the database cannot be written (locked for long, read-only, disk full, deleted), rows are
+retried, then spilled to `<db>.spill.jsonl` and loaded back on the next start; every such event is
+logged and counted (`LogStore.counters`, and the `store_counters` table when writable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from ..config import ensure_private_dir
+from .migrations import migrate
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+Job = Callable[[], tuple[Row, list[Row]]] | tuple[Row, list[Row]]
+
+_STOP = object()
+
+
+def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
+    """Open (creating 0600, in a 0700 dir) and migrate the database. For readers and the writer."""
+    path = Path(path)
+    ensure_private_dir(path.parent)
+    if not path.exists():
+        old = os.umask(0o077)
+        try:
+            sqlite3.connect(path).close()
+        finally:
+            os.umask(old)
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA busy_timeout = 30000")
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:  # read-only file: stay in the current mode
+        pass
+    db.execute("PRAGMA synchronous = NORMAL")
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            try:
+                os.chmod(p, 0o600)
+            except OSError:
+                pass
+    migrate(db)
+    return db
+
+
+class LogStore:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        batch_size: int = 256,
+        flush_interval: float = 0.05,
+        on_row: Callable[[Row], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.spill_path = Path(str(self.path) + ".spill.jsonl")
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.on_row = on_row
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.counters = {"written": 0, "spilled": 0, "reloaded": 0, "dropped": 0, "build_errors": 0, "write_retries": 0}
+        self._thread: threading.Thread | None = None
+        self._db: sqlite_utils.Database | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> LogStore:
+        self._db = open_db(self.path)
+        self._reload_spill()
+        self._thread = threading.Thread(target=self._run, name="helicone-log-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 30) -> None:
+        if self._thread is None:
+            return
+        self.queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+        if self._db is not None:
+            try:
+                self._db.conn.close()
+            except Exception:
+                pass
+            self._db = None
+
+    def submit(self, job: Job) -> None:
+        """Hand a finished call to the writer. Never blocks, never raises."""
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self.queue.put(job)
+
+    def flush(self, timeout: float = 10) -> bool:
+        """Wait until everything submitted so far is written (for tests and shutdown)."""
+        return self._idle.wait(timeout)
+
+    # -- writer thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self.queue.get()
+            batch = []
+            if item is _STOP:
+                stop = True
+            else:
+                batch.append(item)
+            deadline = time.monotonic() + self.flush_interval
+            while len(batch) < self.batch_size and not stop:
+                try:
+                    nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()) if batch else None)
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            if batch:
+                self._process(batch)
+
+    def _process(self, batch: list[Job]) -> None:
+        rows: list[Row] = []
+        props: list[Row] = []
+        for job in batch:
+            try:
+                row, prop_rows = job() if callable(job) else job
+            except Exception:
+                self.counters["build_errors"] += 1
+                logger.exception("helicone: could not build a log row")
+                continue
+            rows.append(row)
+            props.extend(prop_rows)
+        if rows:
+            self._write(rows, props)
+            if self.on_row is not None:
+                for row in rows:
+                    try:
+                        self.on_row(row)
+                    except Exception:
+                        logger.exception("helicone: on_row callback failed")
+        with self._lock:
+            self._pending -= len(batch)
+            if self._pending <= 0:
+                self._pending = 0
+                self._idle.set()
+
+    def _write(self, rows: list[Row], props: list[Row]) -> None:
+        delay = 0.05
+        for attempt in range(5):
+            try:
+                if self._db is None or not self.path.exists():
+                    self._reopen()
+                db = self._db
+                assert db is not None
+                with db.conn:
+                    db["requests"].insert_all(rows, replace=True, batch_size=self.batch_size)
+                    if props:
+                        db["properties"].insert_all(props, replace=True, batch_size=self.batch_size)
+                self.counters["written"] += len(rows)
+                return
+            except Exception as e:
+                self.counters["write_retries"] += 1
+                logger.warning("helicone: log write failed (attempt %d): %s", attempt + 1, e)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                self._db = None
+        self._spill(rows, props)
+
+    def _reopen(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.conn.close()
+            except Exception:
+                pass
+        self._db = open_db(self.path)
+
+    def _spill(self, rows: list[Row], props: list[Row]) -> None:
+        try:
+            old = os.umask(0o077)
+            try:
+                with open(self.spill_path, "a", encoding="utf-8") as f:
+                    for row in rows:
+                        rp = [p for p in props if p["request_id"] == row["id"]]
+                        f.write(json.dumps({"row": row, "properties": rp}) + "\n")
+            finally:
+                os.umask(old)
+            self.counters["spilled"] += len(rows)
+            logger.error("helicone: database not writable; %d rows spilled to %s", len(rows), self.spill_path)
+        except Exception as e:
+            self.counters["dropped"] += len(rows)
+            logger.error("helicone: database and spill file not writable; %d rows DROPPED: %s", len(rows), e)
+
+    def _reload_spill(self) -> None:
+        if not self.spill_path.exists() or self._db is None:
+            return
+        rows, props = [], []
+        try:
+            for line in self.spill_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line
+                rows.append(item["row"])
+                props.extend(item.get("properties", []))
+            with self._db.conn:
+                self._db["requests"].insert_all(rows, replace=True)
+                if props:
+                    self._db["properties"].insert_all(props, replace=True)
+            self.spill_path.unlink()
+            self.counters["reloaded"] += len(rows)
+            self._bump_counter("reloaded", len(rows))
+            logger.warning("helicone: reloaded %d spilled rows from %s", len(rows), self.spill_path)
+        except Exception as e:
+            logger.error("helicone: could not reload spilled rows from %s: %s", self.spill_path, e)
+
+    def _bump_counter(self, name: str, n: int) -> None:
+        try:
+            assert self._db is not None
+            with self._db.conn:
+                self._db.execute(
+                    "INSERT INTO store_counters(name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    [name, n],
+                )
+        except Exception:
+            pass

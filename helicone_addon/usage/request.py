@@ -1,0 +1,72 @@
+"""What a request body and URL say: model asked for, stream requested, end user."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import providers
+from .types import RequestInfo
+
+_GEMINI_APIS = (providers.API_GEMINI, providers.API_GEMINI_EMBEDDINGS)
+
+
+def _load(body: Any) -> Any:
+    if body is None:
+        return None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        body = bytes(body)
+        if not body.strip():
+            return None
+        return json.loads(body)
+    if isinstance(body, str):
+        if not body.strip():
+            return None
+        return json.loads(body)
+    return None
+
+
+def parse_request(api: str, path: str, body: bytes | None) -> RequestInfo:
+    """Model, stream flag and user from a request. Never raises (garbage -> Nones)."""
+    info = RequestInfo(api=api)
+    try:
+        if isinstance(path, bytes):
+            path = path.decode("utf-8", "replace")
+        if not isinstance(path, str):
+            path = ""
+        try:
+            doc = _load(body)
+        except (ValueError, RecursionError):
+            doc = None
+        info.json = doc
+        if isinstance(doc, dict):
+            m = doc.get("model")
+            if isinstance(m, str) and m.strip():
+                info.model = m.strip()
+            info.stream = doc.get("stream") is True
+            user = doc.get("user")
+            if not (isinstance(user, str) and user):
+                user = None
+                meta = doc.get("metadata")
+                if isinstance(meta, dict):
+                    uid = meta.get("user_id")
+                    if isinstance(uid, str) and uid:
+                        user = uid
+            if user is None:
+                sid = doc.get("safety_identifier")  # Responses/Chat successor of "user"
+                if isinstance(sid, str) and sid:
+                    user = sid
+            info.user = user
+        if api in _GEMINI_APIS or path:
+            gm = providers.gemini_model_from_path(path) if path else None
+            if gm:
+                info.model = gm  # the URL names the model for Gemini, the body does not
+            if path and providers.gemini_stream_from_path(path):
+                info.stream = True
+        if info.model is None and path:
+            dep = providers.azure_deployment_from_path(path)
+            if dep:
+                info.model = dep
+    except Exception:  # noqa: BLE001
+        pass
+    return info

@@ -1,0 +1,204 @@
+"""Shared fixtures: a fake upstream (in this process) and the real proxy (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes.upstream import FakeUpstream  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"proxy exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening")
+
+
+class Proxy:
+    """A `helicone-addon run` subprocess: a regular listener (HTTPS_PROXY) with map_remote of the
+    provider hosts to the fake upstream, and reverse listeners (base_url) onto the fake."""
+
+    def __init__(self, tmp: Path, upstream_url: str, extra: list[str] | None = None, data_dir: Path | None = None) -> None:
+        self.tmp = tmp
+        self.data_dir = data_dir or tmp / "data"
+        self.confdir = tmp / "conf"
+        self.port = free_port()
+        self.reverse_port = free_port()  # reverse:https://api.openai.com (map_remote sends it to the fake)
+        self.reverse_anthropic_port = free_port()
+        self.upstream_url = upstream_url
+        self.db_path = self.data_dir / "helicone.db"
+        self.ca = self.confdir / "mitmproxy-ca-cert.pem"
+        self.extra = extra or []
+        self.proc: subprocess.Popen | None = None
+        self.log = tmp / f"proxy-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def reverse_url(self) -> str:
+        return f"http://127.0.0.1:{self.reverse_port}"
+
+    def args(self) -> list[str]:
+        up = self.upstream_url
+        return [
+            sys.executable, "-m", "helicone_addon", "run", "-q",
+            "--mode", f"regular@{self.port}",
+            "--mode", f"reverse:https://api.openai.com@{self.reverse_port}",
+            "--mode", f"reverse:https://api.anthropic.com@{self.reverse_anthropic_port}",
+            "--set", f"confdir={self.confdir}",
+            "--set", f"helicone_data_dir={self.data_dir}",
+            "--set", "helicone_api_port=0",
+            "--set", "connection_strategy=lazy",
+            "--map-remote", rf"|https://api\.openai\.com|{up}",
+            "--map-remote", rf"|https://api\.anthropic\.com|{up}",
+            "--map-remote", rf"|https://generativelanguage\.googleapis\.com|{up}",
+            *self.extra,
+        ]
+
+    def start(self) -> Proxy:
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_port(self.port, proc=self.proc)
+        wait_port(self.reverse_port, proc=self.proc)
+        wait_port(self.reverse_anthropic_port, proc=self.proc)
+        deadline = time.monotonic() + 10
+        while not self.ca.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if getattr(self, "logf", None):
+            self.logf.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    # -- clients ---------------------------------------------------------------------------------
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def openai(self, via: str = "proxy", **kw):
+        import openai
+
+        kw.setdefault("api_key", "sk-test-openai-key-123456")
+        kw.setdefault("max_retries", 0)
+        if via == "proxy":
+            http_client = openai.DefaultHttpxClient(proxy=self.url, verify=self.ssl_context())
+            return openai.OpenAI(base_url="https://api.openai.com/v1", http_client=http_client, **kw)
+        return openai.OpenAI(base_url=self.reverse_url + "/v1", **kw)
+
+    def anthropic(self, via: str = "proxy", **kw):
+        import anthropic
+
+        kw.setdefault("api_key", "sk-ant-test-anthropic-key-123456")
+        kw.setdefault("max_retries", 0)
+        if via == "proxy":
+            http_client = anthropic.DefaultHttpxClient(proxy=self.url, verify=self.ssl_context())
+            return anthropic.Anthropic(base_url="https://api.anthropic.com", http_client=http_client, **kw)
+        return anthropic.Anthropic(base_url=f"http://127.0.0.1:{self.reverse_anthropic_port}", **kw)
+
+    def httpx(self, **kw):
+        import httpx
+
+        return httpx.Client(proxy=self.url, verify=self.ssl_context(), timeout=30, **kw)
+
+    # -- the log ---------------------------------------------------------------------------------
+    def query(self, sql: str, params=()) -> list[dict]:
+        if not self.db_path.exists():
+            return []
+        conn = sqlite3.connect(self.db_path, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(sql, params)]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def wait_rows(self, sql: str, params=(), n: int = 1, timeout: float = 15) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        rows: list[dict] = []
+        while time.monotonic() < deadline:
+            rows = self.query(sql, params)
+            if len(rows) >= n:
+                return rows
+            time.sleep(0.05)
+        raise AssertionError(f"expected {n} rows for {sql} {params}, got {len(rows)}\n{self.output()[-3000:]}")
+
+    def row(self, request_id: str, timeout: float = 15) -> dict:
+        return self.wait_rows("SELECT * FROM requests WHERE id = ?", (request_id,), 1, timeout)[0]
+
+    def props(self, request_id: str) -> dict:
+        return {r["key"]: r["value"] for r in self.query("SELECT key, value FROM properties WHERE request_id = ?", (request_id,))}
+
+
+@pytest.fixture(scope="session")
+def fake():
+    f = FakeUpstream().start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(fake, tmp_path_factory):
+    p = Proxy(tmp_path_factory.mktemp("proxy"), fake.url).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def make_proxy(fake, tmp_path):
+    """Start extra proxies with their own options (stopped at the end of the test)."""
+    started: list[Proxy] = []
+
+    def make(extra: list[str] | None = None, data_dir: Path | None = None, upstream: str | None = None) -> Proxy:
+        sub = tmp_path / f"p{len(started)}"
+        sub.mkdir()
+        p = Proxy(sub, upstream or fake.url, extra, data_dir).start()
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def loads(s):
+    return json.loads(s) if s else None
+
+
+os.environ.setdefault("NO_PROXY", "")
