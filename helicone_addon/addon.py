@@ -52,6 +52,7 @@ class HeliconeAddon:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._opened: tuple | None = None
         self.api_server = None
+        self.relay = None
 
     # -- options ------------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -165,6 +166,13 @@ class HeliconeAddon:
             self.ratelimiter = RateLimiter(str(self._rl_dir))
         return self.ratelimiter
 
+    def _get_relay(self):
+        if self.relay is None:
+            from helicone_addon.relay import Relay
+
+            self.relay = Relay()
+        return self.relay
+
     def _close(self) -> None:
         if self.store is not None:
             self.store.close()
@@ -178,7 +186,10 @@ class HeliconeAddon:
         self.cache = self.ratelimiter = None
         self._opened = None
 
-    def done(self) -> None:
+    async def done(self) -> None:
+        if self.relay is not None:
+            await self.relay.aclose()
+            self.relay = None
         self._close()
 
     # -- which connections to intercept ----------------------------------------------------------
@@ -281,6 +292,8 @@ class HeliconeAddon:
             if await self._rate_limit(flow, state):
                 return
         state.target_url = req.url
+        if opts.retry is not None or opts.fallbacks:
+            await self._get_relay().route(flow, state)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state: CallState | None = flow.metadata.get(META)
