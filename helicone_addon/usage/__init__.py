@@ -19,7 +19,7 @@ cached_tokens = cache read, cache_write_tokens = cache creation, total = prompt 
 from __future__ import annotations
 
 from .decode import BodyDecoder, decode_body
-from .estimate import count_tokens, estimate
+from .estimation import count_tokens, estimate
 from .request import parse_request
 from .stream import StreamParser, parse_response
 from .types import ParsedResponse, RequestInfo, Usage

@@ -100,7 +100,8 @@ class StreamParser:
         self._mode: str | None = None  # None (undecided) | sse | json | raw
         self._head = bytearray()
         self._json = bytearray()
-        self._raw = bytearray()  # first bytes of the body, for error messages
+        self._raw = bytearray()  # first bytes of an HTTP error body, for its error message
+        self._keep_raw = self.status is not None and self.status >= 400
         self._sse: SSEDecoder | None = None
         self._acc: Accumulator | None = None
         self._sniffing = False  # format not yet confirmed by a non-error object
@@ -161,7 +162,7 @@ class StreamParser:
 
     def _feed(self, data: bytes) -> None:
         self.nbytes += len(data)
-        if len(self._raw) < _RAW_KEEP:
+        if self._keep_raw and len(self._raw) < _RAW_KEEP:
             self._raw += data[: _RAW_KEEP - len(self._raw)]
         mode = self._mode
         if mode == "sse":

@@ -219,13 +219,53 @@ def _messages_tokens(enc, messages: Any) -> int:
     return n
 
 
+# OpenAI cookbook, "counting tokens for chat completions API calls with tools" (function tools).
+_FUNC_INIT = {"cl100k_base": 10, "o200k_base": 7}
+_PROP_INIT, _PROP_KEY, _ENUM_INIT, _ENUM_ITEM, _FUNC_END = 3, 3, -3, 3, 12
+
+
 def _tools_tokens(enc, tools: Any) -> int:
-    if not tools:
+    """Function tool definitions the cookbook way; other tool shapes as compact JSON."""
+    if not isinstance(tools, list) or not tools:
         return 0
-    try:
-        return len(enc.encode_ordinary(json.dumps(tools, ensure_ascii=False, separators=(",", ":"))))
-    except (TypeError, ValueError):
-        return 0
+    n = 0
+    functions = 0
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool  # chat | Responses
+        name = fn.get("name")
+        params = fn.get("parameters")
+        if not isinstance(name, str) or not (params is None or isinstance(params, dict)):
+            # Anthropic {name, input_schema}, Gemini functionDeclarations, built-in tools, ...
+            n += len(enc.encode_ordinary(json.dumps(tool, ensure_ascii=False, separators=(",", ":"))))
+            continue
+        if "input_schema" in fn or tool.get("type") not in (None, "function"):
+            n += len(enc.encode_ordinary(json.dumps(tool, ensure_ascii=False, separators=(",", ":"))))
+            continue
+        functions += 1
+        n += _FUNC_INIT.get(enc.name, 7)
+        desc = str(fn.get("description") or "").rstrip(".")
+        n += len(enc.encode_ordinary(f"{name}:{desc}"))
+        props = params.get("properties") if isinstance(params, dict) else None
+        if isinstance(props, dict) and props:
+            n += _PROP_INIT
+            for key, prop in props.items():
+                n += _PROP_KEY
+                if not isinstance(prop, dict):
+                    continue
+                enum = prop.get("enum")
+                if isinstance(enum, list):
+                    n += _ENUM_INIT
+                    for item in enum:
+                        n += _ENUM_ITEM + len(enc.encode_ordinary(str(item)))
+                p_desc = str(prop.get("description") or "")
+                if p_desc.endswith("."):
+                    p_desc = p_desc[:-1]
+                n += len(enc.encode_ordinary(f"{key}:{prop.get('type')}:{p_desc}"))
+    if functions:
+        n += _FUNC_END
+    return n
 
 
 def _texts_tokens(enc, value: Any) -> int:
