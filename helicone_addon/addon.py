@@ -56,6 +56,11 @@ class HeliconeAddon:
 
     # -- options ------------------------------------------------------------------------------
     def load(self, loader) -> None:
+        from mitmproxy import contentviews
+
+        from helicone_addon.contentview import llm_view
+
+        contentviews.add(llm_view)
         loader.add_option(
             "helicone_data_dir", str, str(config.default_data_dir()),
             "Directory for the log database, the response cache and rate-limit state.",

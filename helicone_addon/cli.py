@@ -51,6 +51,9 @@ def run_web(args: list[str]) -> int:
             self.addons.add(HeliconeAddon())
             fastdispatch.install(self.addons)
 
+    # mitmweb shows bodies: keep streamed (SSE) bodies on the flow so the LLM view can render them
+    if not any("store_streamed_bodies" in a for a in args):
+        args = ["--set", "store_streamed_bodies=true", *args]
     mitm_main.run(HeliconeWebMaster, cmdline.mitmweb, _with_defaults(args))
     return 0
 

@@ -102,6 +102,8 @@ def api_for(provider: str | None, path: str) -> str:
     """Which wire format a call speaks, from its provider and path."""
     p = path.split("?", 1)[0].rstrip("/")
     m = _GEMINI_PATH.search(p)
+    if m and "/publishers/anthropic/" in p:
+        return API_ANTHROPIC  # Claude on Vertex: rawPredict / streamRawPredict
     if m:
         method = m.group("method")
         if method in ("embedContent", "batchEmbedContents"):
