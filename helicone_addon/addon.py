@@ -101,6 +101,14 @@ class HeliconeAddon:
             "Port of the local Helicone API (feedback, scores, query, async log ingestion); 0 turns it off.",
         )
         loader.add_option("helicone_api_host", str, "127.0.0.1", "Listen address of the local Helicone API.")
+        loader.add_option(
+            "helicone_retention_days", float, 0.0,
+            "Delete logged calls older than this many days (0: keep everything). Applied in the background.",
+        )
+        loader.add_option(
+            "helicone_max_db_mb", int, 0,
+            "Keep the log database under this size in MiB by deleting the oldest calls (0: no limit).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "helicone_hosts" in updated:
@@ -124,13 +132,23 @@ class HeliconeAddon:
                 self.price_overrides = None
         if "helicone_cache_size_limit" in updated and ctx.options.helicone_cache_size_limit < 0:
             raise exceptions.OptionsError("helicone_cache_size_limit must be >= 0")
+        if "helicone_retention_days" in updated and ctx.options.helicone_retention_days < 0:
+            raise exceptions.OptionsError("helicone_retention_days must be >= 0")
+        if "helicone_max_db_mb" in updated and ctx.options.helicone_max_db_mb < 0:
+            raise exceptions.OptionsError("helicone_max_db_mb must be >= 0")
+        if self.store is not None and updated & {"helicone_retention_days", "helicone_max_db_mb"}:
+            self.store.retention_days = ctx.options.helicone_retention_days
+            self.store.max_db_bytes = ctx.options.helicone_max_db_mb * 1024 * 1024
         if "helicone_api_port" in updated and not 0 <= ctx.options.helicone_api_port <= 65535:
             raise exceptions.OptionsError("helicone_api_port must be between 0 and 65535")
         if self.loop is not None and updated & {"helicone_data_dir", "helicone_db", "helicone_cache_dir"}:
             self._open()
 
     def running(self) -> None:
+        from helicone_addon import errorpages
+
         self.loop = asyncio.get_running_loop()
+        errorpages.install()
         self._open()
 
     def _paths(self) -> tuple[Path, Path, Path]:
@@ -150,7 +168,11 @@ class HeliconeAddon:
 
         db, cache_dir, rl_dir = paths
         config.ensure_private_dir(Path(ctx.options.helicone_data_dir).expanduser())
-        self.store = LogStore(db, on_row=None).start()
+        self.store = LogStore(
+            db,
+            retention_days=ctx.options.helicone_retention_days,
+            max_db_bytes=ctx.options.helicone_max_db_mb * 1024 * 1024,
+        ).start()
         self._cache_dir, self._rl_dir = cache_dir, rl_dir
         self.cache = None
         self.ratelimiter = None
@@ -363,8 +385,14 @@ class HeliconeAddon:
             else:
                 state.error = msg
         else:
+            # the provider never answered: the client gets a JSON 502/504 (SPEC B.12), the row has
+            # status NULL and the cause in `error`
+            from helicone_addon import errorpages
+
+            code = errorpages.classify(msg)
+            sent = errorpages.expect(flow.client_conn.id, code, msg, state.id)
             state.status = None
-            state.error = msg
+            state.error = f"upstream failed: {msg}" + (f" (client got a {code})" if sent else "")
         self._finish(flow, state)
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
     conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
     db = sqlite_utils.Database(conn)
     db.execute("PRAGMA busy_timeout = 30000")
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2 and db.execute("PRAGMA page_count").fetchone()[0] < 64:
+        # a new (or nearly empty) log: incremental auto-vacuum lets retention give space back
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("VACUUM")
     try:
         db.execute("PRAGMA journal_mode = WAL")
     except sqlite3.OperationalError:  # read-only file: stay in the current mode
@@ -70,12 +74,20 @@ class LogStore:
         batch_size: int = 256,
         flush_interval: float = 0.05,
         on_row: Callable[[Row], None] | None = None,
+        retention_days: float = 0,
+        max_db_bytes: int = 0,
+        retention_interval: float = 600,
     ) -> None:
         self.path = Path(path)
         self.spill_path = Path(str(self.path) + ".spill.jsonl")
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.on_row = on_row
+        self.retention_days = retention_days
+        self.max_db_bytes = max_db_bytes
+        self.retention_interval = retention_interval
+        self._next_retention = 0.0
+        self._persisted: dict[str, int] = {}
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.counters = {"written": 0, "spilled": 0, "reloaded": 0, "dropped": 0, "build_errors": 0, "write_retries": 0}
         self._thread: threading.Thread | None = None
@@ -87,7 +99,11 @@ class LogStore:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LogStore:
-        self._db = open_db(self.path)
+        try:
+            self._db = open_db(self.path)
+        except Exception as e:  # the proxy still serves; rows spill until the database works again
+            logger.error("helicone: cannot open the log database %s: %s", self.path, e)
+            self._db = None
         self._reload_spill()
         self._thread = threading.Thread(target=self._run, name="helicone-log-writer", daemon=True)
         self._thread.start()
@@ -121,16 +137,21 @@ class LogStore:
     def _run(self) -> None:
         stop = False
         while not stop:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=self.retention_interval if (self.retention_days or self.max_db_bytes) else None)
+            except queue.Empty:
+                item = None
             batch = []
             if item is _STOP:
                 stop = True
-            else:
+            elif item is not None:
                 batch.append(item)
             deadline = time.monotonic() + self.flush_interval
             while len(batch) < self.batch_size and not stop:
+                if not batch:
+                    break
                 try:
-                    nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()) if batch else None)
+                    nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is _STOP:
@@ -139,6 +160,12 @@ class LogStore:
                 batch.append(nxt)
             if batch:
                 self._process(batch)
+            if (self.retention_days or self.max_db_bytes) and time.monotonic() >= self._next_retention:
+                self._next_retention = time.monotonic() + self.retention_interval
+                try:
+                    self.apply_retention()
+                except Exception as e:
+                    logger.warning("helicone: retention failed: %s", e)
 
     def _process(self, batch: list[Job]) -> None:
         rows: list[Row] = []
@@ -179,6 +206,7 @@ class LogStore:
                     if props:
                         db["properties"].insert_all(props, replace=True, batch_size=self.batch_size)
                 self.counters["written"] += len(rows)
+                self._persist_counters()
                 return
             except Exception as e:
                 self.counters["write_retries"] += 1
@@ -187,6 +215,63 @@ class LogStore:
                 delay = min(delay * 2, 1.0)
                 self._db = None
         self._spill(rows, props)
+
+    def apply_retention(self) -> dict[str, int]:
+        """Delete rows older than retention_days, then the oldest rows while the file exceeds
+        max_db_bytes; give the space back with an incremental vacuum. Runs on the writer thread."""
+        db = self._db
+        if db is None:
+            return {}
+        deleted = {"age": 0, "size": 0}
+        if self.retention_days:
+            from datetime import UTC, datetime, timedelta
+
+            cutoff = (datetime.now(UTC) - timedelta(days=self.retention_days)).isoformat(timespec="milliseconds")
+            deleted["age"] = self._delete_where("created_at < ?", [cutoff.replace("+00:00", "Z")])
+        if self.max_db_bytes:
+            for _ in range(50):
+                if self._db_bytes() <= self.max_db_bytes:
+                    break
+                total = db.execute("SELECT count(*) FROM requests").fetchone()[0]
+                if not total:
+                    break
+                n = max(1, total // 10)
+                got = self._delete_where(
+                    "id IN (SELECT id FROM requests ORDER BY created_at LIMIT ?)", [n]
+                )
+                deleted["size"] += got
+                self._vacuum()
+        if deleted["age"] or deleted["size"]:
+            self._vacuum()
+            self._bump_counter("retention_deleted", deleted["age"] + deleted["size"])
+            logger.info("helicone: retention deleted %d old rows, %d for size", deleted["age"], deleted["size"])
+        return deleted
+
+    def _delete_where(self, where: str, params: list) -> int:
+        db = self._db
+        assert db is not None
+        with db.conn:
+            ids = f"SELECT id FROM requests WHERE {where}"
+            for table in ("properties", "feedback", "scores"):
+                if db[table].exists():
+                    db.execute(f"DELETE FROM [{table}] WHERE request_id IN ({ids})", params)
+            return db.execute(f"DELETE FROM requests WHERE {where}", params).rowcount
+
+    def _vacuum(self) -> None:
+        db = self._db
+        assert db is not None
+        db.execute("PRAGMA incremental_vacuum").fetchall()
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass
+
+    def _db_bytes(self) -> int:
+        db = self._db
+        assert db is not None
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        used = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        return used * page_size
 
     def _reopen(self) -> None:
         if self._db is not None:
@@ -234,6 +319,14 @@ class LogStore:
             logger.warning("helicone: reloaded %d spilled rows from %s", len(rows), self.spill_path)
         except Exception as e:
             logger.error("helicone: could not reload spilled rows from %s: %s", self.spill_path, e)
+
+    def _persist_counters(self) -> None:
+        """Make spilled/dropped rows visible in the store_counters table once it is writable again."""
+        for name in ("spilled", "dropped"):
+            delta = self.counters[name] - self._persisted.get(name, 0)
+            if delta:
+                self._bump_counter(name, delta)
+                self._persisted[name] = self.counters[name]
 
     def _bump_counter(self, name: str, n: int) -> None:
         try:

@@ -197,9 +197,17 @@ def test_connection_failure_is_a_row(make_proxy):
         r = c.post("https://api.openai.com/v1/chat/completions", headers={"Helicone-Request-Id": rid},
                    json={"model": "gpt-4o-mini", "messages": []})
     assert r.status_code == 502
+    body = r.json()  # SPEC B.12 shape, not mitmproxy's HTML page
+    assert body["error"] == "Network connection lost" and body["message"] == "Unable to connect to the provider"
+    assert "refused" in body["helicone-message"].lower() or "connect" in body["helicone-message"].lower()
+    assert r.headers["helicone-id"] == rid
     row = p.row(rid)
     assert row["status"] is None
-    assert row["error"]
+    assert "upstream failed" in row["error"] and "502" in row["error"]
+    # the proxy keeps serving after the failure
+    with p.httpx() as c:
+        r2 = c.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []})
+    assert r2.status_code == 502 and r2.json()["error"] == "Network connection lost"
 
 
 def test_non_llm_https_is_tunnelled_untouched(proxy, tmp_path):

@@ -10,6 +10,7 @@ Control headers (reach the fake because they are not Helicone-*):
   x-fake-status: N        answer with this status and an OpenAI-style error body
   x-fake-fail: N[:S]      the first N requests carrying the same x-fake-fail-key fail with status S (500)
   x-fake-gzip: 1          gzip the response body
+  x-fake-fault: KIND      reset-mid-stream | truncated-json | not-json | truncated-sse | hang | big
 Everything received is recorded in `FakeUpstream.requests` (method, path, headers, body).
 """
 
@@ -176,6 +177,8 @@ class FakeUpstream:
             return self.send_json(h, status, {"error": {"message": f"fake error {status}", "type": "invalid_request_error", "code": None}})
         if "x-fake-corpus" in hd:
             return self.replay_corpus(h, hd["x-fake-corpus"], hd)
+        if "x-fake-fault" in hd:
+            return self.fault(h, hd["x-fake-fault"], hd)
         try:
             req = json.loads(rec.body or b"{}")
         except ValueError:
@@ -232,6 +235,66 @@ class FakeUpstream:
                 h.wfile.write(f"{len(tail):x}\r\n".encode() + tail + b"\r\n")
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()
+
+    def fault(self, h, kind: str, hd: dict[str, str]) -> None:
+        """x-fake-fault: reset-mid-stream | truncated-json | not-json | truncated-sse | hang | big (x-fake-size bytes)."""
+        import socket
+        import struct
+
+        if kind == "hang":
+            time.sleep(float(hd.get("x-fake-hang-s", "30")))
+            return
+        if kind == "reset-mid-stream":
+            h.send_response(200)
+            h.send_header("content-type", "text/event-stream")
+            h.send_header("transfer-encoding", "chunked")
+            h.end_headers()
+            for ev in openai_sse_events("gpt-4o-mini", False)[:3]:
+                h.wfile.write(f"{len(ev):x}\r\n".encode() + ev + b"\r\n")
+                h.wfile.flush()
+                time.sleep(0.05)
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()  # RST, no terminating chunk
+            h.close_connection = True
+            return
+        if kind == "truncated-sse":  # a complete HTTP response whose SSE stops mid-event
+            events = openai_sse_events("gpt-4o-mini", False)
+            data = b"".join(events[:4]) + events[4][: len(events[4]) // 2]
+            h.send_response(200)
+            h.send_header("content-type", "text/event-stream")
+            h.send_header("content-length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return
+        if kind in ("truncated-json", "not-json"):
+            data = json.dumps(openai_completion("gpt-4o-mini", "hi")).encode()[:40] if kind == "truncated-json" else b"<html>upstream proxy error</html>"
+            status = 200 if kind == "truncated-json" else 502
+            h.send_response(status)
+            h.send_header("content-type", "application/json" if kind == "truncated-json" else "text/html")
+            h.send_header("content-length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return
+        if kind == "big":
+            size = int(hd.get("x-fake-size", str(50 * 1024 * 1024)))
+            completion = openai_completion("gpt-4o-mini", "")
+            head, tail = json.dumps(completion).split('"content": ""', 1)
+            pre = (head + '"content": "').encode()
+            post = ('"' + tail).encode()
+            n = size - len(pre) - len(post)
+            h.send_response(200)
+            h.send_header("content-type", "application/json")
+            h.send_header("content-length", str(len(pre) + n + len(post)))
+            h.end_headers()
+            h.wfile.write(pre)
+            block = b"a" * 65536
+            left = n
+            while left > 0:
+                h.wfile.write(block[: min(left, len(block))])
+                left -= len(block)
+            h.wfile.write(post)
+            return
+        self.send_json(h, 400, {"error": {"message": f"unknown fault {kind}"}})
 
     def replay_corpus(self, h, case: str, hd: dict[str, str]) -> None:
         """Serve a recorded case. x-fake-chunks: N splits the body into N random pieces; x-fake-gzip: 1 gzips."""

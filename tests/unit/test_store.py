@@ -1,0 +1,213 @@
+"""LogStore: batching writer thread, migrations, faults (locked, deleted, unwritable), spill, retention."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from helicone_addon.store import LogStore, open_db
+from helicone_addon.store.migrations import MIGRATIONS
+
+
+def row(created: datetime | None = None, body: str = "x", **kw) -> dict:
+    created = created or datetime.now(UTC)
+    r = {"id": str(uuid.uuid4()), "created_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+         "provider": "openai", "model": "gpt-4o-mini", "status": 200, "request_body": body}
+    r.update(kw)
+    return r
+
+
+def count(path, sql="SELECT count(*) FROM requests") -> int:
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_migrations_and_permissions(tmp_path):
+    path = tmp_path / "d" / "h.db"
+    db = open_db(path)
+    names = {r["name"] for r in db["_migrations"].rows}
+    assert names == {fn.__name__ for fn in MIGRATIONS}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.conn.close()
+    open_db(path).conn.close()  # idempotent
+
+
+def test_batches_and_flush(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    rows = [row() for _ in range(1000)]
+    for r in rows:
+        store.submit(lambda r=r: (r, [{"request_id": r["id"], "key": "k", "value": "v"}]))
+    assert store.flush(20)
+    assert count(path) == 1000
+    assert count(path, "SELECT count(*) FROM properties") == 1000
+    store.close()
+    assert store.counters["written"] == 1000
+
+
+def test_close_flushes_everything(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path, flush_interval=0.5).start()
+    for _ in range(50):
+        store.submit((row(), []))
+    store.close()
+    assert count(path) == 50
+
+
+def test_a_failing_job_loses_only_itself(tmp_path):
+    store = LogStore(tmp_path / "h.db").start()
+
+    def bad():
+        raise ValueError("boom")
+
+    store.submit(bad)
+    store.submit((row(), []))
+    assert store.flush(10)
+    store.close()
+    assert store.counters["build_errors"] == 1 and store.counters["written"] == 1
+
+
+def test_locked_database_waits_and_loses_nothing(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    store.submit((row(), []))
+    assert store.flush(10)
+    locker = sqlite3.connect(path, timeout=1, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")
+    released = threading.Event()
+
+    def release():
+        time.sleep(2)
+        locker.execute("COMMIT")
+        locker.close()
+        released.set()
+
+    threading.Thread(target=release).start()
+    t0 = time.monotonic()
+    for _ in range(20):
+        store.submit((row(), []))  # submit never blocks
+    assert time.monotonic() - t0 < 0.1
+    assert store.flush(30)
+    assert released.is_set()
+    assert count(path) == 21
+    store.close()
+
+
+def test_deleted_database_is_recreated(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    store.submit((row(), []))
+    assert store.flush(10)
+    for suffix in ("", "-wal", "-shm"):
+        p = tmp_path / f"h.db{suffix}"
+        if p.exists():
+            p.unlink()
+    store.submit((row(), []))
+    assert store.flush(20)
+    store.close()
+    assert count(path) == 1  # the new file has the row written after the deletion
+
+
+def test_unwritable_database_spills_and_reloads(tmp_path, caplog):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    store.submit((row(), []))
+    assert store.flush(10)
+    store._db.conn.close()
+    store._db = None
+    for suffix in ("", "-wal", "-shm"):
+        p = tmp_path / f"h.db{suffix}"
+        if p.exists():
+            p.unlink()
+    path.mkdir()  # the database path is now a directory: nothing can be written there
+    spilled = [row(body=f"spill-{i}") for i in range(3)]
+    for r in spilled:
+        store.submit((r, [{"request_id": r["id"], "key": "k", "value": "v"}]))
+    assert store.flush(30)
+    store.close()
+    assert store.counters["spilled"] == 3
+    assert "spilled" in caplog.text
+    spill = tmp_path / "h.db.spill.jsonl"
+    assert spill.exists() and stat.S_IMODE(os.stat(spill).st_mode) == 0o600
+    path.rmdir()
+    again = LogStore(path).start()  # next start loads the spilled rows back
+    again.close()
+    assert not spill.exists()
+    assert count(path, "SELECT count(*) FROM requests WHERE request_body LIKE 'spill-%'") == 3
+    assert count(path, "SELECT count(*) FROM properties") == 3
+    assert count(path, "SELECT value FROM store_counters WHERE name = 'reloaded'") == 3
+
+
+def test_disk_full_is_counted_not_a_crash(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        store = LogStore(mnt / "h.db").start()
+        big = "y" * 20000
+        for _ in range(100):
+            store.submit((row(body=big), []))
+        assert store.flush(120)
+        store.close()
+        c = store.counters
+        assert c["written"] + c["spilled"] + c["dropped"] == 100
+        assert c["spilled"] + c["dropped"] > 0
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_retention_by_age_and_size(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    old = [row(datetime.now(UTC) - timedelta(days=40)) for _ in range(5)]
+    new = [row() for _ in range(5)]
+    for r in old + new:
+        store.submit((r, [{"request_id": r["id"], "key": "k", "value": "v"}]))
+    assert store.flush(10)
+    store.retention_days = 30
+    assert store.apply_retention()["age"] == 5
+    assert count(path) == 5 and count(path, "SELECT count(*) FROM properties") == 5
+    # size: 400 rows of 20 KB, keep the file under 2 MiB
+    for _ in range(400):
+        store.submit((row(body="z" * 20000), []))
+    assert store.flush(30)
+    store.retention_days = 0
+    store.max_db_bytes = 2 * 1024 * 1024
+    store.apply_retention()
+    store.close()
+    assert count(path) < 120
+    assert os.path.getsize(path) <= 3 * 1024 * 1024  # the space was given back (incremental vacuum)
+
+
+def test_two_processes_write_one_database(tmp_path):
+    path = tmp_path / "h.db"
+    code = (
+        "import sys, uuid; from helicone_addon.store import LogStore\n"
+        "s = LogStore(sys.argv[1]).start()\n"
+        "for i in range(300): s.submit(({'id': str(uuid.uuid4()), 'created_at': 'now', 'status': 200}, []))\n"
+        "s.close()\n"
+    )
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)]) for _ in range(3)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    assert count(path) == 900
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    shutil.rmtree(tmp_path / "none", ignore_errors=True)
