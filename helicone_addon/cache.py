@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
 import diskcache
-from diskcache.core import DBNAME, MODE_RAW
+from diskcache.core import MODE_RAW
+
+from .config import private_diskcache_dir, restrict_files
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +507,6 @@ class _RNG(Protocol):
     def randrange(self, n: int, /) -> int: ...
 
 
-_SQLITE_FILES = (DBNAME, DBNAME + "-wal", DBNAME + "-shm")
 
 
 class ResponseCache:
@@ -519,16 +520,7 @@ class ResponseCache:
     """
 
     def __init__(self, directory: str, size_limit: int = 1 << 30, *, timeout: float = 2.0):
-        directory = os.path.abspath(os.path.expanduser(str(directory)))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        _chmod(directory, 0o700)
-        # Pre-create the database 0600 (no symlink) so SQLite's -wal/-shm inherit its mode.
-        fd = os.open(
-            os.path.join(directory, DBNAME),
-            os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-            0o600,
-        )
-        os.close(fd)
+        directory = private_diskcache_dir(directory)
         self.directory = directory
         self._cache = diskcache.Cache(
             directory,
@@ -540,10 +532,7 @@ class ResponseCache:
             statistics=0,
             tag_index=0,
         )
-        for name in _SQLITE_FILES:
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                _chmod(path, 0o600)
+        restrict_files(directory)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -650,11 +639,3 @@ class ResponseCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _chmod(path: str, mode: int) -> None:
-    try:
-        if os.stat(path).st_mode & 0o777 != mode:
-            os.chmod(path, mode)
-    except OSError as exc:
-        log.warning("helicone cache: cannot chmod %o %s: %r", mode, path, exc)

@@ -38,3 +38,31 @@ def ensure_private_dir(path: Path) -> Path:
     except OSError:
         pass
     return path
+
+
+DISKCACHE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
+
+
+def private_diskcache_dir(directory: str | os.PathLike) -> str:
+    """Prepare a diskcache directory readable by the owner only: the directory 0700, and its
+    SQLite file pre-created 0600 (never through a symlink) so that -wal/-shm inherit that mode."""
+    directory = os.path.abspath(os.path.expanduser(str(directory)))
+    ensure_private_dir(Path(directory))
+    fd = os.open(
+        os.path.join(directory, DISKCACHE_FILES[0]),
+        os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+        0o600,
+    )
+    os.close(fd)
+    restrict_files(directory)
+    return directory
+
+
+def restrict_files(directory: str) -> None:
+    for name in DISKCACHE_FILES:
+        path = os.path.join(directory, name)
+        try:
+            if os.path.exists(path) and os.stat(path).st_mode & 0o777 != 0o600:
+                os.chmod(path, 0o600)
+        except OSError:
+            pass

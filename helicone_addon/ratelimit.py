@@ -192,8 +192,11 @@ class RateLimiter:
     def __init__(self, directory: str, *, timeout: float = 60.0) -> None:
         import diskcache  # imported here so that parsing policies needs no diskcache
 
-        self.directory = directory
-        self.cache = diskcache.Cache(directory, timeout=timeout)
+        from .config import private_diskcache_dir, restrict_files
+
+        self.directory = private_diskcache_dir(directory)
+        self.cache = diskcache.Cache(self.directory, timeout=timeout)
+        restrict_files(self.directory)
 
     def close(self) -> None:
         self.cache.close()
