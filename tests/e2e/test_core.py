@@ -317,3 +317,46 @@ def test_restart_keeps_the_database_and_two_proxies_share_it(make_proxy, tmp_pat
     import stat
 
     assert stat.S_IMODE(os.stat(c.db_path).st_mode) == 0o600
+
+
+def test_mitmdump_script_mode(fake, tmp_path):
+    """`mitmdump -s helicone_addon/addon.py` loads the same addon."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+    from conftest import ROOT, free_port, wait_port
+
+    port = free_port()
+    mitmdump = Path(sys.executable).parent / "mitmdump"
+    proc = subprocess.Popen(
+        [str(mitmdump), "-q", "-s", str(ROOT / "helicone_addon" / "addon.py"), "--mode", f"reverse:{fake.url}@{port}",
+         "--set", f"confdir={tmp_path / 'conf'}", "--set", f"helicone_data_dir={tmp_path / 'data'}",
+         "--set", "helicone_api_port=0"], cwd=tmp_path)
+    try:
+        wait_port(port, proc=proc)
+        rid = str(uuid.uuid4())
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"Helicone-Request-Id": rid},
+                       json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200 and r.headers["helicone-id"] == rid
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "data" / "helicone.db")
+    assert conn.execute("SELECT prompt_tokens FROM requests WHERE id = ?", (rid,)).fetchone() == (12,)
+    conn.close()
+
+
+def test_env_command_prints_exports(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "helicone_addon", "env", "--confdir", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    ca = str(tmp_path / "mitmproxy-ca-cert.pem")
+    for var in ("HTTPS_PROXY=http://127.0.0.1:8080", f"SSL_CERT_FILE={ca}", f"REQUESTS_CA_BUNDLE={ca}",
+                f"NODE_EXTRA_CA_CERTS={ca}"):
+        assert f"export {var}" in out
