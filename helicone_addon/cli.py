@@ -91,12 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p_env.add_argument("--confdir", default=os.environ.get("MITMPROXY_CONFDIR", "~/.mitmproxy"))
     p_env.add_argument("--proxy", default="http://127.0.0.1:8080")
     p_env.set_defaults(func=lambda a: print(env_exports(a.confdir, a.proxy)) or 0)
-    try:
-        from helicone_addon import cli_reports
-    except ImportError:
-        cli_reports = None
-    if cli_reports is not None:
-        cli_reports.register(sub)
+    from helicone_addon import cli_reports
+
+    cli_reports.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -260,6 +260,9 @@ class LogStore:
     def _vacuum(self) -> None:
         db = self._db
         assert db is not None
+        if db["requests_fts"].exists():  # FTS5 frees deleted rows' space only when merged
+            with db.conn:
+                db.execute("INSERT INTO requests_fts(requests_fts) VALUES ('optimize')")
         db.execute("PRAGMA incremental_vacuum").fetchall()
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
