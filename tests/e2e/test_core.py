@@ -360,3 +360,30 @@ def test_env_command_prints_exports(tmp_path):
     for var in ("HTTPS_PROXY=http://127.0.0.1:8080", f"SSL_CERT_FILE={ca}", f"REQUESTS_CA_BUNDLE={ca}",
                 f"NODE_EXTRA_CA_CERTS={ca}"):
         assert f"export {var}" in out
+
+
+def test_price_override_and_unknown_model(make_proxy):
+    overrides = '{"my-local-*": {"input_mtok": 1000, "output_mtok": 2000}}'
+    p = make_proxy(["--set", f"helicone_price_overrides={overrides}"])
+    client = p.openai()
+    rid1, rid2 = str(uuid.uuid4()), str(uuid.uuid4())
+    client.chat.completions.create(model="my-local-llama", messages=[{"role": "user", "content": "x"}],
+                                   extra_headers={"Helicone-Request-Id": rid1})
+    client.chat.completions.create(model="totally-unknown-model-xyz", messages=[{"role": "user", "content": "x"}],
+                                   extra_headers={"Helicone-Request-Id": rid2})
+    priced, unknown = p.row(rid1), p.row(rid2)
+    assert priced["cost_usd"] == pytest.approx(12 * 1000 / 1e6 + 6 * 2000 / 1e6)
+    assert "override" in priced["cost_note"]
+    assert unknown["cost_usd"] is None and "totally-unknown-model-xyz" in unknown["cost_note"]
+    assert unknown["prompt_tokens"] == 12  # tokens are still logged
+
+
+def test_bad_option_value_stops_startup(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "helicone_addon", "run", "-q", "-p", "0", "--set", f"confdir={tmp_path}",
+                        "--set", f"helicone_data_dir={tmp_path / 'd'}", "--set", "helicone_price_overrides={bad json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "helicone_price_overrides" in (r.stdout + r.stderr)
