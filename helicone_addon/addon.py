@@ -109,6 +109,11 @@ class HeliconeAddon:
             "helicone_max_db_mb", int, 0,
             "Keep the log database under this size in MiB by deleting the oldest calls (0: no limit).",
         )
+        loader.add_option(
+            "helicone_upstream_timeout", str, "600",
+            "Seconds (a number, e.g. 600 or 0.5) the retry/fallback relay waits on the provider "
+            "(connect, each read, each write) before counting an attempt as timed out (<= 0: no limit).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "helicone_hosts" in updated:
@@ -178,6 +183,16 @@ class HeliconeAddon:
         self.ratelimiter = None
         self._opened = paths
         logger.info("helicone: logging LLM calls to %s", db)
+        if ctx.options.helicone_api_port:
+            from helicone_addon.api import ApiServer
+
+            try:
+                self.api_server = ApiServer(db, ctx.options.helicone_api_host, ctx.options.helicone_api_port,
+                                            lambda: self.auth_keys, self.store.submit,
+                                            lambda: self.price_overrides).start()
+            except OSError as e:
+                logger.error("helicone: local API not started on %s:%s: %s",
+                             ctx.options.helicone_api_host, ctx.options.helicone_api_port, e)
 
     def _get_cache(self):
         if self.cache is None:
@@ -201,6 +216,9 @@ class HeliconeAddon:
         return self.relay
 
     def _close(self) -> None:
+        if self.api_server is not None:
+            self.api_server.stop()
+            self.api_server = None
         if self.store is not None:
             self.store.close()
             self.store = None

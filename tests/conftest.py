@@ -44,7 +44,9 @@ class Proxy:
     """A `helicone-addon run` subprocess: a regular listener (HTTPS_PROXY) with map_remote of the
     provider hosts to the fake upstream, and reverse listeners (base_url) onto the fake."""
 
-    def __init__(self, tmp: Path, upstream_url: str, extra: list[str] | None = None, data_dir: Path | None = None) -> None:
+    def __init__(self, tmp: Path, upstream_url: str, extra: list[str] | None = None, data_dir: Path | None = None,
+                 api_port: int = 0) -> None:
+        self.api_port = api_port  # 0: the management API is off
         self.tmp = tmp
         self.data_dir = data_dir or tmp / "data"
         self.confdir = tmp / "conf"
@@ -75,7 +77,7 @@ class Proxy:
             "--mode", f"reverse:https://api.anthropic.com@{self.reverse_anthropic_port}",
             "--set", f"confdir={self.confdir}",
             "--set", f"helicone_data_dir={self.data_dir}",
-            "--set", "helicone_api_port=0",
+            "--set", f"helicone_api_port={self.api_port}",
             "--set", "connection_strategy=lazy",
             "--map-remote", rf"|https://api\.openai\.com|{up}",
             "--map-remote", rf"|https://api\.anthropic\.com|{up}",
@@ -185,10 +187,11 @@ def make_proxy(fake, tmp_path):
     """Start extra proxies with their own options (stopped at the end of the test)."""
     started: list[Proxy] = []
 
-    def make(extra: list[str] | None = None, data_dir: Path | None = None, upstream: str | None = None) -> Proxy:
+    def make(extra: list[str] | None = None, data_dir: Path | None = None, upstream: str | None = None,
+             api_port: int = 0) -> Proxy:
         sub = tmp_path / f"p{len(started)}"
         sub.mkdir()
-        p = Proxy(sub, upstream or fake.url, extra, data_dir).start()
+        p = Proxy(sub, upstream or fake.url, extra, data_dir, api_port).start()
         started.append(p)
         return p
 

@@ -66,6 +66,14 @@ def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
     return db
 
 
+def _clean(row: Row) -> Row:
+    """Replace what UTF-8 cannot encode (lone surrogates) with U+FFFD."""
+    return {
+        k: v.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if isinstance(v, str) else v
+        for k, v in row.items()
+    }
+
+
 class LogStore:
     def __init__(
         self,
@@ -208,6 +216,9 @@ class LogStore:
                 self.counters["written"] += len(rows)
                 self._persist_counters()
                 return
+            except UnicodeEncodeError:
+                # lone surrogates (e.g. from undecodable header bytes) cannot go to SQLite as text
+                rows, props = [_clean(r) for r in rows], [_clean(p) for p in props]
             except Exception as e:
                 self.counters["write_retries"] += 1
                 logger.warning("helicone: log write failed (attempt %d): %s", attempt + 1, e)

@@ -211,3 +211,16 @@ def test_two_processes_write_one_database(tmp_path):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     shutil.rmtree(tmp_path / "none", ignore_errors=True)
+
+
+def test_lone_surrogates_are_stored_replaced(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    r = row(body="ok \udc80 \ud800 end")
+    store.submit((r, [{"request_id": r["id"], "key": "k\udcff", "value": "v"}]))
+    assert store.flush(10)
+    store.close()
+    assert store.counters["written"] == 1 and store.counters["spilled"] == 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT request_body FROM requests").fetchone()[0].startswith("ok \ufffd")
+    conn.close()
