@@ -102,7 +102,7 @@ class HeliconeAddon:
         )
         loader.add_option("helicone_api_host", str, "127.0.0.1", "Listen address of the local Helicone API.")
         loader.add_option(
-            "helicone_retention_days", float, 0.0,
+            "helicone_retention_days", int, 0,
             "Delete logged calls older than this many days (0: keep everything). Applied in the background.",
         )
         loader.add_option(

@@ -145,8 +145,9 @@ class LogStore:
     def _run(self) -> None:
         stop = False
         while not stop:
+            retention = bool(self.retention_days or self.max_db_bytes)
             try:
-                item = self.queue.get(timeout=self.retention_interval if (self.retention_days or self.max_db_bytes) else None)
+                item = self.queue.get(timeout=max(0.0, self._next_retention - time.monotonic()) if retention else None)
             except queue.Empty:
                 item = None
             batch = []

@@ -387,3 +387,26 @@ def test_bad_option_value_stops_startup(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "helicone_price_overrides" in (r.stdout + r.stderr)
+
+
+def test_retention_options_apply_at_start(make_proxy, tmp_path):
+    """`--set helicone_retention_days=30`: calls older than that are deleted in the background."""
+    from datetime import UTC, datetime, timedelta
+
+    from helicone_addon.store import open_db
+
+    data = tmp_path / "ret"
+    db = open_db(data / "helicone.db")
+    old = (datetime.now(UTC) - timedelta(days=45)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    db["requests"].insert({"id": "old-call", "created_at": old, "status": 200})
+    db.conn.commit()
+    db.conn.close()
+    p = make_proxy(["--set", "helicone_retention_days=30", "--set", "helicone_max_db_mb=500"], data_dir=data)
+    chat(p.openai(), "new call")
+    rows = p.wait_rows("SELECT id FROM requests WHERE id != 'old-call'")
+    assert rows
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and p.query("SELECT id FROM requests WHERE id = 'old-call'"):
+        time.sleep(0.1)
+    assert p.query("SELECT id FROM requests WHERE id = 'old-call'") == []
+
