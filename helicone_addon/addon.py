@@ -41,6 +41,24 @@ def json_response(status: int, body: Any, extra: Sequence[tuple[str, str]] = ())
     )
 
 
+_NOT_REPLAYED = frozenset({"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date"})
+_FINAL_EVENTS = (b"[DONE]", b"message_stop", b"response.completed", b'"finishReason"')
+
+
+def _replayable(name: str) -> bool:
+    """Response headers a cache hit replays: not hop-by-hop/encoding ones, not our own Helicone-*."""
+    low = name.lower()
+    return low not in _NOT_REPLAYED and not low.startswith("helicone-")
+
+
+def _stream_finished(chunks: list[bytes] | None) -> bool:
+    """Did the stream's last bytes carry the provider's final event? (cheap: looks at the tail only)"""
+    if not chunks:
+        return False
+    tail = b"".join(chunks[-3:])[-512:]
+    return any(m in tail for m in _FINAL_EVENTS)
+
+
 class HeliconeAddon:
     def __init__(self) -> None:
         self.store = None
@@ -397,7 +415,9 @@ class HeliconeAddon:
         if flow.response is not None and state.status is not None:
             # the response had started: the client went away, or the upstream broke mid-stream
             state.response_headers = list(flow.response.headers.items(multi=True))
-            if "client" in msg.lower() and "disconnect" in msg.lower():
+            if _stream_finished(state.chunks):
+                pass  # the client hung up after the final event (SDKs close on [DONE]): complete
+            elif "client" in msg.lower() and "disconnect" in msg.lower():
                 state.cancelled = True
                 state.error = f"cancelled: {msg}"
             else:
@@ -410,6 +430,7 @@ class HeliconeAddon:
             code = errorpages.classify(msg)
             sent = errorpages.expect(flow.client_conn.id, code, msg, state.id)
             state.status = None
+            state.no_answer = True
             state.error = f"upstream failed: {msg}" + (f" (client got a {code})" if sent else "")
         self._finish(flow, state)
 
@@ -470,9 +491,7 @@ class HeliconeAddon:
         if hit is None:
             return False
         entry, idx = hit
-        skip = {"content-length", "content-encoding", "transfer-encoding", "helicone-id", "helicone-cache",
-                "helicone-cache-bucket-idx", "helicone-cache-latency", "connection", "date"}
-        hdrs = [(k, v) for k, v in entry.headers if k.lower() not in skip]
+        hdrs = [(k, v) for k, v in entry.headers if _replayable(k)]
         hdrs += [
             (headers.R_CACHE, "HIT"),
             (headers.R_CACHE_BUCKET_IDX, str(idx)),
@@ -576,10 +595,9 @@ class HeliconeAddon:
         opts = state.options
         assert opts is not None and state.cache_key
         body = response_bytes(state)
-        skip = {"content-length", "content-encoding", "transfer-encoding", "connection", "date", "keep-alive"}
         entry = cache_mod.CachedResponse(
             status=200,
-            headers=[(k, v) for k, v in state.response_headers if k.lower() not in skip],
+            headers=[(k, v) for k, v in state.response_headers if _replayable(k)],
             body=body,
             streamed=bool(row.get("streamed")),
             chunks=None,

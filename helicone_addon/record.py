@@ -74,6 +74,7 @@ class CallState:
     attempts: list[int | None] = field(default_factory=list)
     fallback_index: int | None = None
     error: str | None = None
+    no_answer: bool = False  # the provider never answered (connection error, time-out): status NULL
     cancelled: bool = False
     # filled by build_row
     row: dict[str, Any] | None = None
@@ -180,7 +181,7 @@ def build_row(
         "target_url": redact_url(state.target_url) if state.target_url else None,
         "model": model,
         "model_requested": req.model,
-        "status": state.status,
+        "status": None if state.no_answer else state.status,
         "streamed": int(bool(parsed.streamed or state.streamed)),
         "latency_ms": round(latency, 3) if latency is not None else None,
         "ttft_ms": round(ttft, 3) if ttft is not None else None,

@@ -186,3 +186,15 @@ def test_cache_holds_no_secret_in_clear(proxy):
     for path in (proxy.data_dir / "cache").rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_hit_does_not_replay_our_own_headers(proxy, fake):
+    m = marker()
+    h = {"Helicone-Cache-Enabled": "true", "Helicone-Retry-Enabled": "true", "Helicone-RateLimit-Policy": "100;w=60"}
+    client = proxy.openai()
+    first = call(client, m, h)
+    assert first.headers["helicone-retries"] == "0"
+    proxy.row(first.headers["helicone-id"])
+    second = call(client, m, h)
+    assert second.headers["helicone-cache"] == "HIT"
+    assert "helicone-retries" not in second.headers and "helicone-ratelimit-limit" not in second.headers

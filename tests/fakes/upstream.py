@@ -9,9 +9,11 @@ Control headers (reach the fake because they are not Helicone-*):
   x-fake-delay-ms: N      delay before each SSE chunk (ms)
   x-fake-status: N        answer with this status and an OpenAI-style error body
   x-fake-fail: N[:S]      the first N requests carrying the same x-fake-fail-key fail with status S (500)
+  x-fake-retry-after: V   add `Retry-After: V` to the x-fake-fail / x-fake-status error answers
   x-fake-gzip: 1          gzip the response body
   x-fake-fault: KIND      reset-mid-stream | truncated-json | not-json | truncated-sse | hang | big
-Everything received is recorded in `FakeUpstream.requests` (method, path, headers, body).
+Everything received is recorded in `FakeUpstream.requests` (method, path, headers, body); requests
+whose client went away while the answer was being written are also in `FakeUpstream.aborted`.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def anthropic_sse_events(model: str) -> list[bytes]:
 class FakeUpstream:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[Received] = []
+        self.aborted: list[Received] = []
         self.fail_counts: dict[str, int] = defaultdict(int)
         self.lock = threading.Lock()
         fake = self
@@ -137,7 +140,8 @@ class FakeUpstream:
                 try:
                     fake.route(self, rec)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    with fake.lock:
+                        fake.aborted.append(rec)
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
@@ -171,10 +175,12 @@ class FakeUpstream:
                 self.fail_counts[key] += 1
                 count = self.fail_counts[key]
             if count <= int(n):
-                return self.send_json(h, int(status or 500), {"error": {"message": f"fake failure {count}", "type": "server_error"}})
+                return self.send_json(h, int(status or 500), {"error": {"message": f"fake failure {count}", "type": "server_error"}},
+                                      extra=self._retry_after(hd))
         if "x-fake-status" in hd:
             status = int(hd["x-fake-status"])
-            return self.send_json(h, status, {"error": {"message": f"fake error {status}", "type": "invalid_request_error", "code": None}})
+            return self.send_json(h, status, {"error": {"message": f"fake error {status}", "type": "invalid_request_error", "code": None}},
+                                  extra=self._retry_after(hd))
         if "x-fake-corpus" in hd:
             return self.replay_corpus(h, hd["x-fake-corpus"], hd)
         if "x-fake-fault" in hd:
@@ -199,10 +205,16 @@ class FakeUpstream:
         return self.send_json(h, 404, {"error": {"message": f"no route {rec.path}", "type": "not_found"}})
 
     @staticmethod
-    def send_json(h, status: int, obj, gz: bool = False) -> None:
+    def _retry_after(hd: dict[str, str]) -> list[tuple[str, str]]:
+        return [("retry-after", hd["x-fake-retry-after"])] if "x-fake-retry-after" in hd else []
+
+    @staticmethod
+    def send_json(h, status: int, obj, gz: bool = False, extra: list[tuple[str, str]] = ()) -> None:
         data = json.dumps(obj).encode()
         h.send_response(status)
         h.send_header("content-type", "application/json")
+        for k, v in extra:
+            h.send_header(k, v)
         if gz:
             data = gzip.compress(data)
             h.send_header("content-encoding", "gzip")
