@@ -67,11 +67,16 @@ def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
 
 
 def _clean(row: Row) -> Row:
-    """Replace what UTF-8 cannot encode (lone surrogates) with U+FFFD."""
-    return {
-        k: v.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if isinstance(v, str) else v
-        for k, v in row.items()
-    }
+    """Replace what UTF-8 cannot encode (lone surrogates) with U+FFFD; integers beyond SQLite's
+    64 bits (garbage usage numbers) become NULL."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, str):
+            v = v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        elif isinstance(v, int) and not -(2**63) <= v < 2**63:
+            v = None
+        out[k] = v
+    return out
 
 
 class LogStore:
@@ -217,8 +222,8 @@ class LogStore:
                 self.counters["written"] += len(rows)
                 self._persist_counters()
                 return
-            except UnicodeEncodeError:
-                # lone surrogates (e.g. from undecodable header bytes) cannot go to SQLite as text
+            except (UnicodeEncodeError, OverflowError):
+                # values SQLite cannot take (lone surrogates from undecodable bytes, absurd integers)
                 rows, props = [_clean(r) for r in rows], [_clean(p) for p in props]
             except Exception as e:
                 self.counters["write_retries"] += 1

@@ -224,3 +224,15 @@ def test_lone_surrogates_are_stored_replaced(tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT request_body FROM requests").fetchone()[0].startswith("ok \ufffd")
     conn.close()
+
+
+def test_absurd_integers_do_not_poison_a_batch(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    good, bad = row(), row(prompt_tokens=10**30)
+    store.submit((good, []))
+    store.submit((bad, []))
+    assert store.flush(10)
+    store.close()
+    assert store.counters["written"] == 2 and store.counters["spilled"] == 0
+    assert count(path, "SELECT count(*) FROM requests WHERE prompt_tokens IS NULL") == 2
