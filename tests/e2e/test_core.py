@@ -410,3 +410,11 @@ def test_retention_options_apply_at_start(make_proxy, tmp_path):
         time.sleep(0.1)
     assert p.query("SELECT id FROM requests WHERE id = 'old-call'") == []
 
+
+
+def test_run_reexecs_under_python_optimize(proxy):
+    """`helicone-addon run` re-executes itself with `python -O` (mitmproxy's debug-only checks off)."""
+    import pathlib
+
+    cmdline = pathlib.Path(f"/proc/{proxy.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"-O" in cmdline[:3], cmdline
