@@ -280,7 +280,7 @@ class HeliconeAddon:
             return  # not an LLM call: untouched, unlogged
         path = req.path
         if provider is None:
-            provider = providers.provider_from_path(path) or req.headers.get(headers.H_TARGET_PROVIDER) or None
+            provider = providers.detect(None, path, req.headers.get(headers.H_TARGET_PROVIDER), self.matcher)
         state = CallState(
             id="",
             started_at=req.timestamp_start or time.time(),

@@ -725,7 +725,7 @@ def state_from_async_log(
     elif path_provider:
         provider = path_provider
     else:
-        provider = (providers.DEFAULT_MATCHER.provider_for(host) if host else None) or providers.provider_from_path(path) or "custom"
+        provider = providers.detect(host, path) or "custom"
     api = providers.api_for(provider, path)
     req_json = req.get("json")
     if api == providers.API_UNKNOWN:

@@ -95,8 +95,7 @@ def _api_of(metadata: contentviews.Metadata) -> str | None:
     state = flow.metadata.get("helicone")
     if state is not None:
         return state.api
-    host = flow.request.pretty_host
-    provider = providers.DEFAULT_MATCHER.provider_for(host) or providers.provider_from_path(flow.request.path)
+    provider = providers.detect(flow.request.pretty_host, flow.request.path)
     return providers.api_for(provider, flow.request.path) if provider else None
 
 

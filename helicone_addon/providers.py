@@ -140,6 +140,17 @@ def azure_deployment_from_path(path: str) -> str | None:
     return m.group("deployment") if m else None
 
 
+def detect(host: str | None, path: str, target_provider: str | None = None,
+           matcher: HostMatcher | None = None) -> str | None:
+    """The provider of a call: from the host asked for, else the path shape, else the
+    `Helicone-Target-Provider` label."""
+    return (
+        (matcher or DEFAULT_MATCHER).provider_for(host)
+        or provider_from_path(path)
+        or (target_provider.lower() if target_provider else None)
+    )
+
+
 def provider_from_url(url: str, matcher: HostMatcher | None = None) -> str | None:
     """Provider for a full URL (used for Helicone-Target-Url gateways and fallbacks)."""
     m = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)", url)

@@ -25,8 +25,7 @@ def load(name: str):
 
 
 def api_of(req: dict) -> str:
-    provider = providers.DEFAULT_MATCHER.provider_for(req["host"]) or providers.provider_from_path(req["path"])
-    return providers.api_for(provider, req["path"])
+    return providers.api_for(providers.detect(req["host"], req["path"]), req["path"])
 
 
 def request_bytes(req: dict) -> bytes | None:

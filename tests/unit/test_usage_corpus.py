@@ -15,9 +15,7 @@ provider-reported numbers in each case's expected.json:
 from __future__ import annotations
 
 import gzip
-import json
 import random
-from pathlib import Path
 
 import pytest
 
