@@ -63,6 +63,7 @@ class HeliconeAddon:
     def __init__(self) -> None:
         self.store = None
         self.cache = None
+        self.cache_reader = None
         self.ratelimiter = None
         self.matcher = providers.DEFAULT_MATCHER
         self.price_overrides: dict | None = None
@@ -197,7 +198,7 @@ class HeliconeAddon:
             max_db_bytes=ctx.options.helicone_max_db_mb * 1024 * 1024,
         ).start()
         self._cache_dir, self._rl_dir = cache_dir, rl_dir
-        self.cache = None
+        self.cache = self.cache_reader = None
         self.ratelimiter = None
         self._opened = paths
         logger.info("helicone: logging LLM calls to %s", db)
@@ -218,6 +219,15 @@ class HeliconeAddon:
 
             self.cache = ResponseCache(str(self._cache_dir), size_limit=ctx.options.helicone_cache_size_limit)
         return self.cache
+
+    def _get_cache_reader(self):
+        if self.cache_reader is None:
+            from helicone_addon.cache import ResponseCache
+
+            self.cache_reader = ResponseCache(
+                str(self._cache_dir), size_limit=ctx.options.helicone_cache_size_limit, timeout=0.05
+            )
+        return self.cache_reader
 
     def _get_ratelimiter(self):
         if self.ratelimiter is None:
@@ -240,13 +250,13 @@ class HeliconeAddon:
         if self.store is not None:
             self.store.close()
             self.store = None
-        for obj in (self.cache, self.ratelimiter):
+        for obj in (self.cache, self.cache_reader, self.ratelimiter):
             if obj is not None:
                 try:
                     obj.close()
                 except Exception:
                     pass
-        self.cache = self.ratelimiter = None
+        self.cache = self.cache_reader = self.ratelimiter = None
         self._opened = None
 
     async def done(self) -> None:
@@ -332,11 +342,8 @@ class HeliconeAddon:
             del req.headers[name]
 
         if opts.target_url:
-            scheme, _, authority = opts.target_url.partition("://")
-            hostname, _, port = authority.partition(":")
-            req.scheme = scheme
-            req.host = hostname
-            req.port = int(port) if port else (443 if scheme == "https" else 80)
+            target = headers.parse_target(headers.H_TARGET_URL, opts.target_url)  # validated by parse()
+            req.scheme, req.host, req.port = target.scheme, target.host, target.port
             state.provider = (
                 opts.target_provider.lower() if opts.target_provider
                 else providers.provider_from_url(opts.target_url, self.matcher)
@@ -483,8 +490,9 @@ class HeliconeAddon:
             )
             if not opts.cache.read:
                 return False
-            # inline: a WAL read of tens of microseconds; a thread hop would cost more than the read
-            hit = self._get_cache().lookup(state.cache_key, opts.cache.bucket_size)
+            # inline: a WAL read of tens of microseconds (a thread hop costs more than the read); the
+            # reader gives up after 50 ms of lock contention and the call is a miss
+            hit = self._get_cache_reader().lookup(state.cache_key, opts.cache.bucket_size)
         except Exception:
             logger.exception("helicone: cache lookup failed; treating as a miss")
             return False
@@ -498,7 +506,14 @@ class HeliconeAddon:
             (headers.R_CACHE_LATENCY, str(int(round(entry.latency_ms or 0)))),
             (headers.R_STATUS, "success"),
         ]
-        resp = http.Response.make(200, entry.body, [(k.encode(), v.encode()) for k, v in hdrs])
+        try:
+            resp = http.Response.make(
+                200, entry.body,
+                [(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for k, v in hdrs],
+            )
+        except Exception:
+            logger.exception("helicone: unusable cache entry; treating as a miss")
+            return False
         state.cache_hit = True
         state.cache_entry = entry
         state.cache_reference_id = entry.request_id

@@ -334,14 +334,43 @@ def _fallbacks(h: dict[str, str]) -> tuple[Fallback, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Target:
+    """An upstream origin named by Helicone-Target-Url / Helicone-OpenAI-Api-Base."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def origin(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}")
+
+
+def parse_target(name: str, value: str) -> Target:
+    """Only the origin of the URL is used (SPEC B.2.2); path and query come from the request."""
+    from urllib.parse import urlsplit
+
+    form = "accepted: http(s)://host[:port] (only the origin is used)"
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as e:
+        raise HeaderError(name, f"{value!r} is not a valid URL ({e}); {form}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HeaderError(name, f"{value!r} is not an http(s) URL; {form}")
+    if parts.username is not None or parts.password is not None:
+        raise HeaderError(name, f"{value!r} has credentials in it; {form}")
+    return Target(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+
+
 def _target_url(h: dict[str, str]) -> str | None:
     for name in (H_OPENAI_API_BASE, H_TARGET_URL):
         value = h.get(name)
         if value:
-            m = re.match(r"^(https?)://([^/\s?#]+)", value.strip())
-            if not m:
-                raise HeaderError(name, f"{value!r} is not an http(s) URL; accepted: https://host[:port]")
-            return f"{m.group(1)}://{m.group(2)}"
+            return parse_target(name, value).origin
     return None
 
 

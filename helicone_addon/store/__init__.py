@@ -230,7 +230,7 @@ class LogStore:
                 logger.warning("helicone: log write failed (attempt %d): %s", attempt + 1, e)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-                self._db = None
+                self._drop_connection()
         self._spill(rows, props)
 
     def apply_retention(self) -> dict[str, int]:
@@ -293,12 +293,16 @@ class LogStore:
         used = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
         return used * page_size
 
-    def _reopen(self) -> None:
+    def _drop_connection(self) -> None:
         if self._db is not None:
             try:
                 self._db.conn.close()
             except Exception:
                 pass
+            self._db = None
+
+    def _reopen(self) -> None:
+        self._drop_connection()
         self._db = open_db(self.path)
 
     def _spill(self, rows: list[Row], props: list[Row]) -> None:
@@ -329,14 +333,31 @@ class LogStore:
                     continue  # a torn last line
                 rows.append(item["row"])
                 props.extend(item.get("properties", []))
-            with self._db.conn:
-                self._db["requests"].insert_all(rows, replace=True)
-                if props:
-                    self._db["properties"].insert_all(props, replace=True)
+            rows, props = [_clean(r) for r in rows], [_clean(p) for p in props]
+            lost = 0
+            try:
+                with self._db.conn:
+                    self._db["requests"].insert_all(rows, replace=True)
+                    if props:
+                        self._db["properties"].insert_all(props, replace=True)
+            except sqlite3.Error:  # one bad row must not keep the others out: one at a time
+                for row in rows:
+                    try:
+                        with self._db.conn:
+                            self._db["requests"].insert(row, replace=True)
+                            self._db["properties"].insert_all(
+                                [p for p in props if p.get("request_id") == row.get("id")], replace=True
+                            )
+                    except Exception as e:
+                        lost += 1
+                        logger.error("helicone: spilled row %s could not be reloaded: %s", row.get("id"), e)
             self.spill_path.unlink()
-            self.counters["reloaded"] += len(rows)
-            self._bump_counter("reloaded", len(rows))
-            logger.warning("helicone: reloaded %d spilled rows from %s", len(rows), self.spill_path)
+            self.counters["reloaded"] += len(rows) - lost
+            self.counters["dropped"] += lost
+            self._bump_counter("reloaded", len(rows) - lost)
+            self._persist_counters()
+            logger.warning("helicone: reloaded %d spilled rows from %s (%d unreadable, dropped)",
+                           len(rows) - lost, self.spill_path, lost)
         except Exception as e:
             logger.error("helicone: could not reload spilled rows from %s: %s", self.spill_path, e)
 

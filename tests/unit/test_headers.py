@@ -133,3 +133,20 @@ def test_extra_hosts_and_path_shapes():
     assert providers.provider_from_path("/v1/chat/completions") == "openai-compatible"
     assert providers.api_for("openai", "/v1/responses") == providers.API_OPENAI_RESPONSES
     assert headers.canonical("helicone-cache-bucket-max-size") == "Helicone-Cache-Bucket-Max-Size"
+
+
+@pytest.mark.parametrize("value,origin", [
+    ("https://api.groq.com/openai/v1", "https://api.groq.com"),
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ("https://[::1]:8443/x", "https://[::1]:8443"),
+    ("HTTPS://Example.COM:443", "https://example.com"),
+])
+def test_target_url_keeps_only_the_origin(value, origin):
+    assert parse([("Helicone-Target-Url", value)]).target_url == origin
+
+
+@pytest.mark.parametrize("value", ["http://host:notaport", "http://user:pw@host", "ftp://x", "https://", "host.com"])
+def test_bad_target_url_is_a_header_error(value):
+    with pytest.raises(HeaderError) as e:
+        parse([("Helicone-Target-Url", value)])
+    assert e.value.header == "helicone-target-url" and "origin" in e.value.message

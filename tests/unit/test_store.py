@@ -236,3 +236,19 @@ def test_absurd_integers_do_not_poison_a_batch(tmp_path):
     store.close()
     assert store.counters["written"] == 2 and store.counters["spilled"] == 0
     assert count(path, "SELECT count(*) FROM requests WHERE prompt_tokens IS NULL") == 2
+
+
+def test_one_bad_spilled_row_does_not_keep_the_others_out(tmp_path):
+    import json as _json
+
+    path = tmp_path / "h.db"
+    good = row()
+    spill = tmp_path / "h.db.spill.jsonl"
+    spill.write_text(_json.dumps({"row": good, "properties": []}) + "\n"
+                     + _json.dumps({"row": {"id": "bad", "no_such_column": 1}, "properties": []}) + "\n"
+                     + '{"row": {"id": "torn')
+    store = LogStore(path).start()
+    store.close()
+    assert count(path) == 1 and not spill.exists()
+    assert store.counters["reloaded"] == 1 and store.counters["dropped"] == 1
+    assert count(path, "SELECT value FROM store_counters WHERE name = 'dropped'") == 1
