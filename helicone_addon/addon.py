@@ -72,6 +72,7 @@ class HeliconeAddon:
         self._opened: tuple | None = None
         self.api_server = None
         self.relay = None
+        self.upstream_timeout_set = False
 
     # -- options ------------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -129,9 +130,10 @@ class HeliconeAddon:
             "Keep the log database under this size in MiB by deleting the oldest calls (0: no limit).",
         )
         loader.add_option(
-            "helicone_upstream_timeout", str, "600",
-            "Seconds (a number, e.g. 600 or 0.5) the retry/fallback relay waits on the provider "
-            "(connect, each read, each write) before counting an attempt as timed out (<= 0: no limit).",
+            "helicone_upstream_timeout", str, "",
+            "Seconds (e.g. 30 or 0.5) to wait on the provider (connect, each read, each write) before a "
+            "call is answered with a JSON 504. When set, every LLM call goes through the addon's own "
+            "upstream client (as calls with retries or fallbacks always do, with 600 s when unset).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -156,6 +158,14 @@ class HeliconeAddon:
                 self.price_overrides = None
         if "helicone_cache_size_limit" in updated and ctx.options.helicone_cache_size_limit < 0:
             raise exceptions.OptionsError("helicone_cache_size_limit must be >= 0")
+        if "helicone_upstream_timeout" in updated:
+            value = ctx.options.helicone_upstream_timeout.strip()
+            try:
+                self.upstream_timeout_set = bool(value) and float(value) == float(value)
+            except ValueError:
+                raise exceptions.OptionsError(
+                    f"helicone_upstream_timeout must be a number of seconds (e.g. 30 or 0.5), not {value!r}"
+                ) from None
         if "helicone_retention_days" in updated and ctx.options.helicone_retention_days < 0:
             raise exceptions.OptionsError("helicone_retention_days must be >= 0")
         if "helicone_max_db_mb" in updated and ctx.options.helicone_max_db_mb < 0:
@@ -362,7 +372,7 @@ class HeliconeAddon:
             if await self._rate_limit(flow, state):
                 return
         state.target_url = req.url
-        if opts.retry is not None or opts.fallbacks:
+        if opts.retry is not None or opts.fallbacks or self.upstream_timeout_set:
             await self._get_relay().route(flow, state)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -374,7 +374,7 @@ class Relay:
         insecure = bool(opt("ssl_insecure", False))
         ca = opt("ssl_verify_upstream_trusted_ca") or None
         cadir = opt("ssl_verify_upstream_trusted_confdir") or None
-        timeout = parse_timeout(opt("helicone_upstream_timeout", "600"))
+        timeout = parse_timeout(opt("helicone_upstream_timeout", ""))
         key = (proxy, insecure, ca, cadir, timeout)
         client = self._clients.get(key)
         if client is None:

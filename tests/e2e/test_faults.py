@@ -142,3 +142,41 @@ def test_slow_client_does_not_slow_others(proxy):
         assert max(times) < 0.5, times
     finally:
         stop.set()
+
+
+def test_upstream_timeout_option_applies_to_every_call(make_proxy, fake):
+    """`--set helicone_upstream_timeout=0.5`: a provider that hangs gets the client a JSON 504 after
+    ~0.5 s (no retry headers needed), and the proxy keeps serving."""
+    p = make_proxy(["--set", "helicone_upstream_timeout=0.5"])
+    rid = str(uuid.uuid4())
+    t0 = time.monotonic()
+    with p.httpx() as c:
+        r = c.post(URL, json=body("hang"), headers={"x-fake-fault": "hang", "x-fake-hang-s": "5",
+                                                    "Helicone-Request-Id": rid})
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 504 and r.json()["error"] == "Request timeout"
+    assert 0.4 < elapsed < 2.5, elapsed
+    row = p.row(rid)
+    assert row["status"] is None and "timed out" in row["error"] and "504" in row["error"]
+    still_serving(p)
+    # streams still stream through the timeout relay
+    rid2 = str(uuid.uuid4())
+    with p.httpx() as c, c.stream("POST", URL, json=body("s", True), headers={"x-fake-delay-ms": "100",
+                                                                             "Helicone-Request-Id": rid2}) as r:
+        t0 = time.monotonic()
+        chunks = r.iter_raw()
+        first = next(chunks)
+        assert first and time.monotonic() - t0 < 0.5
+        rest = b"".join(chunks)
+    assert b"[DONE]" in first + rest
+    assert p.row(rid2)["ttft_ms"] < p.row(rid2)["latency_ms"]
+
+
+def test_bad_upstream_timeout_is_refused_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "helicone_addon", "run", "-q", "-p", "0", "--set", f"confdir={tmp_path}",
+                        "--set", f"helicone_data_dir={tmp_path / 'd'}", "--set", "helicone_upstream_timeout=soon"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "helicone_upstream_timeout" in r.stdout + r.stderr
