@@ -372,8 +372,3 @@ def _target_url(h: dict[str, str]) -> str | None:
         if value:
             return parse_target(name, value).origin
     return None
-
-
-def strip_helicone(names: Iterable[str]) -> list[str]:
-    """The header names to remove before a request goes upstream."""
-    return [n for n in names if is_helicone(n)]

@@ -85,12 +85,8 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _text(data: bytes | None, limit: int | None = None) -> str | None:
-    if data is None:
-        return None
-    if limit is not None and len(data) > limit:
-        data = data[:limit]
-    return data.decode("utf-8", "replace")
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def response_bytes(state: CallState) -> bytes:
