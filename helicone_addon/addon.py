@@ -29,6 +29,7 @@ from helicone_addon.record import CallState, build_row, comment
 logger = logging.getLogger("helicone_addon")
 
 META = "helicone"
+NEVER_MODIFIED = frozenset({"bedrock"})  # providers whose requests are signed over their headers
 MAX_LOGGED_STREAM = 128 * 1024 * 1024  # bytes of a stream kept for the log
 
 
@@ -346,6 +347,11 @@ class HeliconeAddon:
                     msg,
                 )
                 return
+
+        if state.provider in NEVER_MODIFIED:
+            # SigV4-signed (Bedrock): any change breaks the signature. Logged, never modified.
+            state.target_url = req.url
+            return
 
         # Helicone-* never goes upstream.
         for name in {n for n in req.headers.keys() if headers.is_helicone(n)}:

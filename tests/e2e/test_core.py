@@ -418,3 +418,21 @@ def test_run_reexecs_under_python_optimize(proxy):
 
     cmdline = pathlib.Path(f"/proc/{proxy.proc.pid}/cmdline").read_bytes().split(b"\0")
     assert b"-O" in cmdline[:3], cmdline
+
+
+def test_bedrock_is_logged_but_never_modified(make_proxy, fake):
+    """SigV4 signs the headers: a Bedrock call keeps every header (Helicone-* included) and is logged."""
+    p = make_proxy(["--map-remote", rf"|https://bedrock-runtime\.us-east-1\.amazonaws\.com|{fake.url}"])
+    m = marker()
+    with p.httpx() as c:
+        r = c.post("https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku/invoke",
+                   headers={"Authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/x, Signature=abc",
+                            "Helicone-Property-Team": "infra", "Helicone-Cache-Enabled": "true"},
+                   json={"messages": [{"role": "user", "content": m}]})
+    got = fake.received(m)
+    assert len(got) == 1
+    assert got[0].headers["helicone-property-team"] == "infra"
+    assert got[0].headers["authorization"].startswith("AWS4-HMAC-SHA256")
+    row = p.row(r.headers["helicone-id"])
+    assert row["provider"] == "bedrock" and json.loads(row["properties"]) == {"team": "infra"}
+    assert "AKIDEXAMPLE" not in row["request_headers"]
