@@ -310,7 +310,7 @@ class HeliconeAddon:
             method=req.method,
             host=host,
             path=path,
-            url=req.pretty_url,
+            url_parts=(req.scheme, host, req.port),  # the URL as asked; built only if the cache needs it
             request_headers=list(req.headers.items(multi=True)),  # as the client sent them
         )
         flow.metadata[META] = state
@@ -353,9 +353,10 @@ class HeliconeAddon:
             state.target_url = req.url
             return
 
-        # Helicone-* never goes upstream.
-        for name in {n for n in req.headers.keys() if headers.is_helicone(n)}:
-            del req.headers[name]
+        # Helicone-* never goes upstream. (The names come from the copy taken in requestheaders:
+        # iterating mitmproxy's Headers costs more than the whole check.)
+        for name in {n for n, _ in state.request_headers if headers.is_helicone(n)}:
+            req.headers.pop(name, None)
 
         if opts.target_url:
             target = headers.parse_target(headers.H_TARGET_URL, opts.target_url)  # validated by parse()
@@ -418,9 +419,8 @@ class HeliconeAddon:
         if resp is not None and not state.short_circuit:
             state.status = resp.status_code
             state.response_headers = list(resp.headers.items(multi=True))
-            state.content_type = resp.headers.get("content-type")
-            state.content_encoding = resp.headers.get("content-encoding")
             if not state.streamed:
+                state.content_encoding = resp.headers.get("content-encoding")
                 state.response_body = resp.raw_content
                 state.ended_at = resp.timestamp_end or time.time()
             elif state.ended_at is None:
@@ -499,7 +499,7 @@ class HeliconeAddon:
         try:
             state.cache_key = cache_mod.cache_key(
                 seed=opts.cache.seed,
-                url=state.url,
+                url=state.incoming_url(),
                 body=state.request_body or b"",
                 headers=state.request_headers,
                 ignore_keys=opts.cache.ignore_keys,

@@ -44,7 +44,8 @@ class CallState:
     method: str = "POST"
     host: str = ""
     path: str = ""
-    url: str = ""  # incoming URL as the client asked (before map_remote / gateway)
+    url: str = ""  # incoming URL as the client asked (before map_remote / gateway); see incoming_url()
+    url_parts: tuple[str, str, int] | None = None  # (scheme, host, port) as asked, for a lazy `url`
     target_url: str | None = None
     options: CallOptions | None = None
     request_headers: list[tuple[str, str]] = field(default_factory=list)
@@ -79,6 +80,15 @@ class CallState:
     # filled by build_row
     row: dict[str, Any] | None = None
     parsed: ParsedResponse | None = None
+
+
+    def incoming_url(self) -> str:
+        if not self.url and self.url_parts is not None:
+            scheme, host, port = self.url_parts
+            default = 443 if scheme == "https" else 80
+            authority = host if port == default else f"{host}:{port}"
+            self.url = f"{scheme}://{authority}{self.path}"
+        return self.url
 
 
 def iso(ts: float) -> str:

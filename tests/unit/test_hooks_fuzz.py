@@ -57,7 +57,7 @@ from mitmproxy.test import taddons, tflow
 
 from helicone_addon import headers as H
 from helicone_addon import providers
-from helicone_addon.addon import META, HeliconeAddon
+from helicone_addon.addon import META, NEVER_MODIFIED, HeliconeAddon
 from helicone_addon.record import comment
 
 MAX_EXAMPLES = int(os.environ.get("HOOKS_FUZZ_EXAMPLES", "4000"))
@@ -446,6 +446,8 @@ async def drive(addon: HeliconeAddon, f: http.HTTPFlow, sc: dict) -> None:
     await addon.request(f)
     if state is None:
         assert f.response is None and f.request.headers.fields == tuple(before), "a non-LLM flow was touched"
+    elif state.provider in NEVER_MODIFIED and f.response is None:
+        assert f.request.headers.fields == tuple(before), "a signed (Bedrock) call was modified on its way upstream"
     elif f.response is None:
         left = [k for k in f.request.headers if H.is_helicone(k)]
         assert not left, f"Helicone headers would go upstream: {left}"
