@@ -48,8 +48,7 @@ _FINAL_EVENTS = (b"[DONE]", b"message_stop", b"response.completed", b'"finishRea
 
 def _replayable(name: str) -> bool:
     """Response headers a cache hit replays: not hop-by-hop/encoding ones, not our own Helicone-*."""
-    low = name.lower()
-    return low not in _NOT_REPLAYED and not low.startswith("helicone-")
+    return name.lower() not in _NOT_REPLAYED and not headers.is_helicone(name)
 
 
 def _stream_finished(chunks: list[bytes] | None) -> bool:
@@ -74,6 +73,7 @@ class HeliconeAddon:
         self.api_server = None
         self.relay = None
         self.upstream_timeout_set = False
+        self.web = False
 
     # -- options ------------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -183,6 +183,7 @@ class HeliconeAddon:
         from helicone_addon import errorpages
 
         self.loop = asyncio.get_running_loop()
+        self.web = ctx.master.addons.get("view") is not None  # mitmweb: push flow comments
         errorpages.install()
         self._open()
 
@@ -583,7 +584,7 @@ class HeliconeAddon:
         state.row = {}  # finished once, even if both response and error fire
         overrides = self.price_overrides
         estimate = ctx.options.helicone_estimate_usage
-        web = self._is_web()
+        web = self.web
 
         def job():
             row, props = build_row(state, price_overrides=overrides, estimate=estimate)
@@ -625,7 +626,7 @@ class HeliconeAddon:
 
         opts = state.options
         assert opts is not None and state.cache_key
-        body = response_bytes(state)
+        body = state.decoded_body if state.decoded_body is not None else response_bytes(state)
         entry = cache_mod.CachedResponse(
             status=200,
             headers=[(k, v) for k, v in state.response_headers if _replayable(k)],
@@ -643,12 +644,6 @@ class HeliconeAddon:
             **{c: row.get(c) for c in USAGE_COLUMNS},
         )
         self._get_cache().store(state.cache_key, opts.cache.bucket_size, entry, opts.cache.ttl_s)
-
-    def _is_web(self) -> bool:
-        try:
-            return ctx.master.addons.get("view") is not None
-        except Exception:
-            return False
 
     def _set_comment(self, flow: http.HTTPFlow, text: str) -> None:
         flow.comment = text

@@ -78,6 +78,7 @@ class CallState:
     no_answer: bool = False  # the provider never answered (connection error, time-out): status NULL
     cancelled: bool = False
     # filled by build_row
+    decoded_body: bytes | None = None  # the response body, content-decoded (reused by the cache save)
     row: dict[str, Any] | None = None
     parsed: ParsedResponse | None = None
 
@@ -127,7 +128,7 @@ def build_row(
         parsed = ParsedResponse(model=entry.model, usage=u, streamed=entry.streamed)
     elif state.status is not None or state.chunks:
         try:
-            body = response_bytes(state)
+            body = state.decoded_body = response_bytes(state)
             parsed = usage.parse_response(state.api, body, state.content_type, state.status)
         except Exception:  # a parser bug must not lose the row
             logger.exception("usage extraction failed for %s", state.id)
