@@ -128,12 +128,7 @@ class LogStore:
         self.queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
-        if self._db is not None:
-            try:
-                self._db.conn.close()
-            except Exception:
-                pass
-            self._db = None
+        self._drop_connection()
 
     def submit(self, job: Job) -> None:
         """Hand a finished call to the writer. Never blocks, never raises."""
