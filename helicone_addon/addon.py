@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,6 +185,9 @@ class HeliconeAddon:
 
         self.loop = asyncio.get_running_loop()
         self.web = ctx.master.addons.get("view") is not None  # mitmweb: push flow comments
+        # The log writer thread is CPU-bound Python: with the default 5 ms GIL switch interval it can
+        # hold the event loop off for that long (p99 latency). Hand the GIL back sooner.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         errorpages.install()
         self._open()
 
