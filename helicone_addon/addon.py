@@ -626,7 +626,8 @@ class HeliconeAddon:
 
     def _cache_save(self, state: CallState, row: dict) -> None:
         from helicone_addon import cache as cache_mod
-        from helicone_addon.record import USAGE_COLUMNS, response_bytes
+        from helicone_addon.columns import USAGE_COLUMNS
+        from helicone_addon.record import response_bytes
 
         opts = state.options
         assert opts is not None and state.cache_key

@@ -16,20 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import pricing, usage
+from .columns import USAGE_COLUMNS
 from .headers import CallOptions
 from .redact import redact_headers, redact_url
 from .usage.types import ParsedResponse, RequestInfo, Usage
 
 logger = logging.getLogger(__name__)
 
-USAGE_COLUMNS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
 
 
 @dataclass

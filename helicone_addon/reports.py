@@ -26,6 +26,8 @@ from typing import Any
 
 import sqlite_utils
 
+from .columns import LOG_COLUMNS
+
 
 class ReportError(ValueError):
     """A bad argument (unknown group-by, malformed filter, ...). The message is meant for users."""
@@ -350,14 +352,6 @@ def _sorted(rows: list[dict], groups: list[str], sort: str | None) -> list[dict]
 # ---------------------------------------------------------------------------------------------
 # logs
 
-LOG_COLUMNS = [
-    "id", "created_at", "source", "provider", "api", "method", "host", "path", "model",
-    "model_requested", "status", "streamed", "latency_ms", "ttft_ms", "prompt_tokens",
-    "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
-    "usage_source", "cost_usd", "cost_note", "cache_saved_usd", "user_id", "session_id",
-    "session_path", "session_name", "properties", "cache_hit", "cache_reference_id", "retries",
-    "fallback_index", "rate_limited", "error", "request_body", "response_body",
-]  # fmt: skip
 
 
 def logs(

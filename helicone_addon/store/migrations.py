@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from ..columns import added_in
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
 
 
@@ -21,52 +23,7 @@ def migration(fn: Callable[[sqlite_utils.Database], None]):
 @migration
 def m001_requests(db: sqlite_utils.Database) -> None:
     db["requests"].create(
-        {
-            "id": str,  # Helicone-Id (UUID)
-            "created_at": str,  # ISO-8601 UTC, when the proxy received the request
-            "source": str,  # 'proxy' | 'async' | 'logger'
-            "provider": str,
-            "api": str,  # wire format: openai-chat, anthropic-messages, gemini, ...
-            "method": str,
-            "host": str,  # host the client asked for
-            "path": str,  # path + query, secrets redacted
-            "target_url": str,  # where the call really went, secrets redacted
-            "model": str,  # model reported by the response, else the requested one
-            "model_requested": str,
-            "status": int,  # HTTP status; NULL when no response (connection error, time-out)
-            "streamed": int,
-            "latency_ms": float,
-            "ttft_ms": float,
-            "prompt_tokens": int,
-            "completion_tokens": int,
-            "total_tokens": int,
-            "cached_tokens": int,
-            "cache_write_tokens": int,
-            "reasoning_tokens": int,
-            "usage_source": str,  # 'provider' | 'estimated' | NULL
-            "usage_raw": str,  # JSON: the provider's usage object(s)
-            "cost_usd": float,
-            "cost_note": str,  # why cost_usd is NULL, or which override priced it
-            "prices_version": str,  # genai-prices version used
-            "cache_saved_usd": float,  # on a cache hit: what the original call cost
-            "user_id": str,
-            "session_id": str,
-            "session_path": str,
-            "session_name": str,
-            "properties": str,  # JSON object
-            "cache_hit": int,
-            "cache_reference_id": str,  # on a hit: id of the row that filled the cache
-            "retries": int,
-            "attempts": str,  # JSON list of statuses of every upstream attempt
-            "fallback_index": int,
-            "rate_limited": int,
-            "error": str,
-            "client_request_id": str,  # Helicone-Request-Id when it was not a UUID
-            "request_headers": str,  # JSON object, secrets redacted
-            "request_body": str,
-            "response_headers": str,
-            "response_body": str,
-        },
+        added_in(1),
         pk="id",
     )
     db["requests"].create_index(["created_at"])

@@ -10,54 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..columns import DESCRIPTIONS
+
 ERROR = "(status IS NULL OR status >= 400 OR coalesce(error, '') != '')"
 
-REQUEST_COLUMNS: dict[str, str] = {
-    "id": "Helicone-Id of the call (UUID)",
-    "created_at": "when the proxy received the request (ISO-8601, UTC)",
-    "source": "how the call was logged: proxy, async (log API) or logger",
-    "provider": "LLM provider (openai, anthropic, gemini, ...)",
-    "api": "wire format: openai-chat, openai-responses, anthropic-messages, gemini, ...",
-    "method": "HTTP method",
-    "host": "host the client asked for",
-    "path": "path and query (secrets redacted)",
-    "target_url": "where the call really went (secrets redacted)",
-    "model": "model reported by the response, else the requested one",
-    "model_requested": "model named in the request",
-    "status": "HTTP status; empty when there was no response (connection error, time-out)",
-    "streamed": "1 when the response was a stream",
-    "latency_ms": "total time from request to the end of the response, in milliseconds",
-    "ttft_ms": "time to first token (first streamed chunk), in milliseconds",
-    "prompt_tokens": "all input tokens: uncached + cache read + cache write",
-    "completion_tokens": "all output tokens, reasoning included",
-    "total_tokens": "prompt_tokens + completion_tokens",
-    "cached_tokens": "part of prompt_tokens read from the provider's prompt cache",
-    "cache_write_tokens": "part of prompt_tokens written to the provider's prompt cache",
-    "reasoning_tokens": "part of completion_tokens spent on reasoning/thinking",
-    "usage_source": "provider (reported) or estimated (counted locally)",
-    "usage_raw": "the provider's own usage object(s), JSON",
-    "cost_usd": "cost in US dollars (0 on a proxy cache hit; empty when the price is unknown)",
-    "cost_note": "why cost_usd is empty, or which override priced it",
-    "prices_version": "version of the price data used",
-    "cache_saved_usd": "on a proxy cache hit: what the original call cost",
-    "user_id": "Helicone-User-Id (or the body's user field)",
-    "session_id": "Helicone-Session-Id",
-    "session_path": "Helicone-Session-Path, e.g. /plan/search",
-    "session_name": "Helicone-Session-Name",
-    "properties": "custom properties (Helicone-Property-*), JSON object",
-    "cache_hit": "1 when the proxy answered from its cache",
-    "cache_reference_id": "on a cache hit: id of the call that filled the cache",
-    "retries": "how many times the proxy retried upstream",
-    "attempts": "statuses of every upstream attempt, JSON list",
-    "fallback_index": "which fallback target answered (0 = the first)",
-    "rate_limited": "1 when the proxy's rate limit refused the call",
-    "error": "error message (transport error, provider error, cancelled stream)",
-    "client_request_id": "Helicone-Request-Id when it was not a UUID",
-    "request_headers": "request headers, JSON, secrets redacted",
-    "request_body": "request body as sent (searchable)",
-    "response_headers": "response headers, JSON",
-    "response_body": "response body as received, streams as raw events (searchable)",
-}
+REQUEST_COLUMNS: dict[str, str] = DESCRIPTIONS
 
 CANNED_QUERIES: dict[str, dict[str, Any]] = {
     "cost_per_day": {
