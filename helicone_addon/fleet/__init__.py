@@ -18,7 +18,9 @@ This package never imports mitmproxy.
 
 from __future__ import annotations
 
-__all__ = ["is_postgres_url", "is_redis_url"]
+from urllib.parse import urlsplit
+
+__all__ = ["is_postgres_url", "is_redis_url", "pg_target"]
 
 
 def is_postgres_url(spec: str | None) -> bool:
@@ -27,3 +29,12 @@ def is_postgres_url(spec: str | None) -> bool:
 
 def is_redis_url(spec: str | None) -> bool:
     return bool(spec) and str(spec).lower().startswith(("redis://", "rediss://", "unix://"))
+
+
+def pg_target(pg_url: str) -> str:
+    """A PostgreSQL URL without its password (for logs and the shipper's state)."""
+    try:
+        p = urlsplit(pg_url)
+        return f"{p.scheme}://{p.username or ''}@{p.hostname or ''}:{p.port or 5432}{p.path or '/'}"
+    except ValueError:
+        return pg_url.split("@")[-1]

@@ -35,12 +35,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import psycopg
 
 from ..store import open_db
-from . import pg_schema
+from . import pg_schema, pg_target
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +51,6 @@ _IN_CHUNK = 500  # ids per `IN (...)` query
 class Lag(NamedTuple):
     rows: int  # requests changed locally and not yet in PostgreSQL
     seconds: float  # age of the oldest of those changes (0 when nothing waits)
-
-
-def target_of(pg_url: str) -> str:
-    """The identity of a PostgreSQL database for `shipper_state` (no password)."""
-    try:
-        p = urlsplit(pg_url)
-        return f"{p.scheme}://{p.username or ''}@{p.hostname or ''}:{p.port or 5432}{p.path or '/'}"
-    except ValueError:
-        return pg_url.split("@")[-1]
 
 
 class Shipper:
@@ -78,7 +68,7 @@ class Shipper:
     ) -> None:
         self.sqlite_path = Path(sqlite_path)
         self.pg_url = pg_url
-        self.target = target_of(pg_url)
+        self.target = pg_target(pg_url)
         self.batch = max(1, int(batch))
         self.interval = float(interval)
         self.max_backoff = float(max_backoff)
