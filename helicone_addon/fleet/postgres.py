@@ -176,14 +176,16 @@ class Shipper:
         st = conn.execute("SELECT backfill_from, backfill_to, registered_at FROM shipper_state").fetchone()
         if st is None:
             return Lag(0, 0.0)
-        pending, oldest = conn.execute(
-            "SELECT count(DISTINCT request_id), min(queued_at) FROM shipper_outbox"
-        ).fetchone()
-        if st[0] < st[1]:
-            pending += conn.execute(
-                "SELECT count(*) FROM requests WHERE rowid > ? AND rowid <= ?", [st[0], st[1]]
+        oldest = conn.execute("SELECT min(queued_at) FROM shipper_outbox").fetchone()[0]
+        if st[0] < st[1]:  # backfilling: those rows wait too (a request in both counts once)
+            pending = conn.execute(
+                "SELECT count(*) FROM (SELECT request_id FROM shipper_outbox UNION "
+                "SELECT id FROM requests WHERE rowid > ? AND rowid <= ?)",
+                [st[0], st[1]],
             ).fetchone()[0]
             oldest = st[2] if oldest is None else min(oldest, st[2])
+        else:
+            pending = conn.execute("SELECT count(DISTINCT request_id) FROM shipper_outbox").fetchone()[0]
         seconds = 0.0 if not pending or oldest is None else max(0.0, time.time() - oldest)
         return Lag(int(pending), seconds)
 
