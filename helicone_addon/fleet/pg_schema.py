@@ -82,6 +82,22 @@ def upsert_sql(t: Table) -> str:
     )
 
 
+def stage_sql(t: Table) -> str:
+    """A session-private staging table that COPY fills and a merge empties (rows go at commit)."""
+    return f"CREATE TEMP TABLE IF NOT EXISTS {_q('stage_' + t.name)} (LIKE {_q(t.name)}) ON COMMIT DELETE ROWS"
+
+
+def copy_sql(t: Table) -> str:
+    return f"COPY {_q('stage_' + t.name)} ({', '.join(map(_q, t.names))}) FROM STDIN"
+
+
+def merge_sql(t: Table) -> str:
+    """Upsert the staged rows (the same ON CONFLICT action as `upsert_sql`)."""
+    names = ", ".join(map(_q, t.names))
+    action = upsert_sql(t).split(" ON CONFLICT ", 1)[1]
+    return f"INSERT INTO {_q(t.name)} ({names}) SELECT {names} FROM {_q('stage_' + t.name)} ON CONFLICT {action}"
+
+
 def migrate(conn: Any) -> list[str]:
     """Create the tables and indexes, add missing columns. Returns what was changed."""
     changed: list[str] = []
@@ -163,8 +179,8 @@ def coerce(t: Table, row: dict[str, Any]) -> tuple[tuple[Any, ...], int]:
     lost = 0
     for n, typ in t.columns:
         v = row.get(n)
-        if v is None:
-            out.append(None)
+        if v is None or (type(v) is typ and (typ is not str or "\x00" not in v)):
+            out.append(v)  # the usual case: already the column's type
             continue
         c = _CONVERT[typ](v)
         if c is None:

@@ -315,12 +315,15 @@ class Shipper:
                 by_id.setdefault(r[id_col], {}).setdefault(name, []).append(values)
         present = [i for i in ids if by_id.get(i, {}).get("requests")]  # deleted locally: nothing to ship
         try:
-            with pg.transaction():
-                for name, t in tables.items():
+            with pg.transaction(), pg.cursor() as cur:
+                for name, t in tables.items():  # COPY into a staging table, then one upsert
                     params = [v for i in present for v in by_id[i].get(name, [])]
                     if params:
-                        with pg.cursor() as cur:
-                            cur.executemany(pg_schema.upsert_sql(t), params)
+                        cur.execute(pg_schema.stage_sql(t))
+                        with cur.copy(pg_schema.copy_sql(t)) as copy:
+                            for values in params:
+                                copy.write_row(values)
+                        cur.execute(pg_schema.merge_sql(t))
             return len(present)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             log.warning("helicone shipper: PostgreSQL refused a batch (%s); retrying it request by request", exc)

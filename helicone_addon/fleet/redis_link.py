@@ -18,8 +18,9 @@ The counters (`counters`, a plain dict of ints) are meant for the `store_counter
 - `fail_open` / `fail_closed`: rate-limit checks let through / refused because Redis was unavailable;
 - `record_skipped`: costs (u=cents) not recorded because Redis was unavailable.
 
-Share one link between the cache and the rate limiter of a process (pass it instead of a URL) so
-an outage is logged once and counted once.
+A cache and a rate limiter built from the same URL (and time-out) in one process share one link
+(`link_for`), so an outage is logged once and counted once; a RedisLink can also be passed in place
+of the URL.
 """
 
 from __future__ import annotations
