@@ -32,25 +32,18 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 
-from ..store import open_db
 from . import pg_schema, pg_target
+from .outbox import Lag, Outbox
 
 log = logging.getLogger(__name__)
 
 COUNTER_NAMES = ("shipped", "batches", "rejected", "coerced", "pg_errors", "pg_outages", "pg_recoveries", "sqlite_errors")
 GAUGE_PERIOD_S = 1.0
-_IN_CHUNK = 500  # ids per `IN (...)` query
-
-
-class Lag(NamedTuple):
-    rows: int  # requests changed locally and not yet in PostgreSQL
-    seconds: float  # age of the oldest of those changes (0 when nothing waits)
 
 
 class Shipper:
@@ -79,7 +72,7 @@ class Shipper:
         self._thread: threading.Thread | None = None
         self._ship_lock = threading.Lock()
         self._pg: psycopg.Connection | None = None
-        self._lite: sqlite3.Connection | None = None
+        self.outbox = Outbox(self.sqlite_path, self.target, self.batch)
         self._down_since: float | None = None
         self._next_gauges = 0.0
 
@@ -102,9 +95,7 @@ class Shipper:
             self._thread = None
         with self._ship_lock:
             self._close_pg()
-            if self._lite is not None:
-                self._lite.close()
-                self._lite = None
+            self.outbox.close()
 
     def wake(self) -> None:
         """Ship now rather than at the next interval (e.g. after a burst of writes)."""
@@ -122,122 +113,14 @@ class Shipper:
                 time.sleep(min(self.interval, max(0.0, deadline - time.monotonic())))
         return False
 
-    # -- SQLite side -----------------------------------------------------------------------------
-
-    def _sqlite(self) -> sqlite3.Connection:
-        if self._lite is None:
-            open_db(self.sqlite_path).conn.close()  # create / migrate (m006) like the writer does
-            conn = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout = 30000")
-            self._lite = conn
-        return self._lite
-
     def register(self) -> None:
-        """Note this target in `shipper_state`; a new target backfills every existing request."""
+        """Note this target in the SQLite log; from now on every change is noted for shipping."""
         with self._ship_lock:
-            conn = self._sqlite()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT target FROM shipper_state").fetchone()
-                if row is None or row["target"] != self.target or conn.execute(
-                    "SELECT count(*) FROM shipper_state"
-                ).fetchone()[0] != 1:
-                    last = conn.execute("SELECT coalesce(max(rowid), 0) FROM requests").fetchone()[0]
-                    conn.execute("DELETE FROM shipper_state")
-                    conn.execute("DELETE FROM shipper_outbox")
-                    conn.execute(
-                        "INSERT INTO shipper_state (target, hwm, backfill_from, backfill_to, registered_at) "
-                        "VALUES (?, 0, 0, ?, ?)",
-                        [self.target, last, time.time()],
-                    )
-                    if row is not None:
-                        log.warning("helicone shipper: new target %s: shipping the whole local log again", self.target)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-    def _state(self, conn: sqlite3.Connection) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM shipper_state").fetchone()
-        if row is None:
-            raise RuntimeError("shipper not registered in the SQLite log (call start() or register())")
-        return row
+            self.outbox.register()
 
     def lag(self) -> Lag:
         """Requests waiting to be shipped, and the age in seconds of the oldest waiting change."""
-        conn = sqlite3.connect(self.sqlite_path, timeout=30)
-        try:
-            return self._lag(conn)
-        finally:
-            conn.close()
-
-    def _lag(self, conn: sqlite3.Connection) -> Lag:
-        st = conn.execute("SELECT backfill_from, backfill_to, registered_at FROM shipper_state").fetchone()
-        if st is None:
-            return Lag(0, 0.0)
-        oldest = conn.execute("SELECT min(queued_at) FROM shipper_outbox").fetchone()[0]
-        if st[0] < st[1]:  # backfilling: those rows wait too (a request in both counts once)
-            pending = conn.execute(
-                "SELECT count(*) FROM (SELECT request_id FROM shipper_outbox UNION "
-                "SELECT id FROM requests WHERE rowid > ? AND rowid <= ?)",
-                [st[0], st[1]],
-            ).fetchone()[0]
-            oldest = st[2] if oldest is None else min(oldest, st[2])
-        else:
-            pending = conn.execute("SELECT count(DISTINCT request_id) FROM shipper_outbox").fetchone()[0]
-        seconds = 0.0 if not pending or oldest is None else max(0.0, time.time() - oldest)
-        return Lag(int(pending), seconds)
-
-    def _pick(self, conn: sqlite3.Connection) -> tuple[list[str], int, int, bool]:
-        """(request ids to ship, last outbox seq among them, new backfill position, moved)."""
-        st = self._state(conn)
-        ids: dict[str, None] = {}
-        max_seq = 0
-        for seq, rid in conn.execute(
-            "SELECT seq, request_id FROM shipper_outbox ORDER BY seq LIMIT ?", [self.batch]
-        ):
-            ids[rid] = None
-            max_seq = seq
-        backfill = st["backfill_from"]
-        room = self.batch - len(ids)
-        if room > 0 and backfill < st["backfill_to"]:
-            got = conn.execute(
-                "SELECT rowid, id FROM requests WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
-                [backfill, st["backfill_to"], room],
-            ).fetchall()
-            for rowid, rid in got:
-                ids[rid] = None
-            backfill = got[-1][0] if len(got) == room else st["backfill_to"]
-        return [i for i in ids if i is not None], max_seq, backfill, backfill != st["backfill_from"]
-
-    def _read(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for name, t in pg_schema.tables().items():
-            id_col = "id" if name == "requests" else "request_id"
-            rows: list[dict[str, Any]] = []
-            for chunk in _chunks(ids, _IN_CHUNK):
-                marks = ", ".join("?" * len(chunk))
-                for r in conn.execute(f"SELECT * FROM [{name}] WHERE [{id_col}] IN ({marks})", chunk):
-                    rows.append(dict(r))
-            out[name] = rows
-        return out
-
-    def _commit_progress(self, max_seq: int, backfill: int, shipped: int) -> None:
-        conn = self._sqlite()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if max_seq:
-                conn.execute("DELETE FROM shipper_outbox WHERE seq <= ?", [max_seq])
-            conn.execute(
-                "UPDATE shipper_state SET hwm = max(hwm, ?), backfill_from = max(backfill_from, ?), "
-                "shipped = shipped + ?, last_shipped_at = ?",
-                [max_seq, backfill, shipped, time.time()],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        return self.outbox.lag()
 
     def _write_gauges(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -245,33 +128,18 @@ class Shipper:
             return
         self._next_gauges = now + GAUGE_PERIOD_S
         with self._ship_lock:
-            self._write_gauges_locked()
-
-    def _write_gauges_locked(self) -> None:
-        try:
-            conn = self._sqlite()
-            lag = self._lag(conn)
-            values = {
+            try:
+                lag = self.outbox.lag_on(self.outbox.conn())
+            except sqlite3.Error:
+                return
+            self.outbox.write_gauges({
                 "shipper_lag_rows": lag.rows,
                 "shipper_lag_s": math.ceil(lag.seconds),
                 "shipper_shipped": self.counters["shipped"],
                 "shipper_rejected": self.counters["rejected"],
                 "pg_errors": self.counters["pg_errors"],
                 "pg_outages": self.counters["pg_outages"],
-            }
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO store_counters (name, value) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    list(values.items()),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            log.debug("helicone shipper: could not write store_counters: %s", exc)
+            })  # fmt: skip
 
     # -- PostgreSQL side ---------------------------------------------------------------------------
 
@@ -348,18 +216,18 @@ class Shipper:
         """Ship one batch; returns how many requests it covered (0: nothing waited). Raises the
         PostgreSQL or SQLite error of a failed attempt (the batch stays in the outbox)."""
         with self._ship_lock:
-            conn = self._sqlite()
+            conn = self.outbox.conn()
             conn.execute("BEGIN")  # one read snapshot for the ids and their rows
             try:
-                ids, max_seq, backfill, moved = self._pick(conn)
-                data = self._read(conn, ids) if ids else {}
+                ids, max_seq, backfill, moved = self.outbox.pick(conn)
+                data = self.outbox.read(conn, ids) if ids else {}
             finally:
                 conn.execute("COMMIT")
             if not ids and not max_seq and not moved:
                 return 0
             if ids:
                 self._upsert(self._connect(), data, ids)
-            self._commit_progress(max_seq, backfill, len(ids))
+            self.outbox.commit(max_seq, backfill, len(ids))
             self.counters["shipped"] += len(ids)
             self.counters["batches"] += 1
             return len(ids)
@@ -420,8 +288,3 @@ class Shipper:
             "helicone shipper: PostgreSQL at %s is back after %.1f s; %d requests waiting",
             self.target, time.monotonic() - (since or time.monotonic()), lag.rows,
         )  # fmt: skip
-
-
-def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
