@@ -178,3 +178,27 @@ class Outbox:
 def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def unregister(sqlite_path: str | Path) -> bool:
+    """Switch the outbox off (no shipper configured any more): forget the target and what waited.
+    Returns True when a shipper was registered. Cheap when none was: call it at every start
+    without a PostgreSQL URL so the outbox cannot grow unshipped."""
+    conn = sqlite3.connect(sqlite_path, timeout=30, isolation_level=None)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'shipper_state'").fetchone():
+            return False
+        if not conn.execute("SELECT 1 FROM shipper_state").fetchone():
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM shipper_state")
+            conn.execute("DELETE FROM shipper_outbox")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.warning("helicone shipper: no PostgreSQL configured any more; stopped noting changes for shipping")
+        return True
+    finally:
+        conn.close()

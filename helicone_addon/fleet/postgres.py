@@ -38,7 +38,9 @@ from typing import Any
 import psycopg
 
 from . import pg_schema, pg_target
-from .outbox import Lag, Outbox
+from .outbox import Lag, Outbox, unregister
+
+__all__ = ["Shipper", "Lag", "unregister"]
 
 log = logging.getLogger(__name__)
 

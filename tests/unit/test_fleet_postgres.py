@@ -167,11 +167,21 @@ def test_ships_everything_once_backfill_updates_feedback_and_scores(tmp_path, pg
     store.close()
 
 
-def test_no_outbox_growth_without_a_shipper(tmp_path):
+def test_no_outbox_growth_without_a_shipper(tmp_path, pg_url):
+    from helicone_addon.fleet.postgres import unregister
+
     db = tmp_path / "h.db"
     store = LogStore(db).start()
-    write_rows(store, [make_row(random.Random(2), i, "r") for i in range(20)])
+    rng = random.Random(2)
+    write_rows(store, [make_row(rng, i, "r") for i in range(20)])
     con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM shipper_outbox").fetchone()[0] == 0
+    assert unregister(db) is False
+    Shipper(db, pg_url).register()  # configured once (never run) ...
+    write_rows(store, [make_row(rng, i, "r") for i in range(20, 30)])
+    assert con.execute("SELECT count(DISTINCT request_id) FROM shipper_outbox").fetchone()[0] == 10
+    assert unregister(db) is True  # ... then configured away: the outbox is switched off
+    write_rows(store, [make_row(rng, i, "r") for i in range(30, 40)])
     assert con.execute("SELECT count(*) FROM shipper_outbox").fetchone()[0] == 0
     con.close()
     store.close()
