@@ -77,7 +77,7 @@ def open_cache(spec: tuple[str, str]):
     if kind == "redis":
         from helicone_addon.fleet.redis_cache import RedisResponseCache
 
-        return RedisResponseCache(where)
+        return RedisResponseCache(where, timeout=2.0)  # semantics here; outages in test_fleet_redis.py
     return ResponseCache(where)
 
 

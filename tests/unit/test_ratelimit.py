@@ -29,7 +29,7 @@ def open_limiter(spec: tuple[str, str]):
     if kind == "redis":
         from helicone_addon.fleet.redis_ratelimit import RedisRateLimiter
 
-        return RedisRateLimiter(where)
+        return RedisRateLimiter(where, timeout=2.0)  # semantics here; outages in test_fleet_redis.py
     return RateLimiter(where)
 
 
