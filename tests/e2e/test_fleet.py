@@ -23,7 +23,7 @@ pytest.importorskip("psycopg")
 from servers import pg_server, pg_template, pg_url, redis_server  # noqa: E402,F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
-_SOURCES = "".join(p.read_text() for p in (ROOT / "helicone_addon").glob("*.py"))
+_SOURCES = "".join(p.read_text() for p in (ROOT / "helicone_addon").rglob("*.py") if "fleet" not in p.parts)
 pytestmark = pytest.mark.skipif(
     "helicone_redis" not in _SOURCES or "helicone_postgres" not in _SOURCES,
     reason="the addon does not declare helicone_redis / helicone_postgres yet",
