@@ -123,6 +123,8 @@ class HeliconeAddon:
             "Port of the local Helicone API (feedback, scores, query, async log ingestion); 0 turns it off.",
         )
         loader.add_option("helicone_api_host", str, "127.0.0.1", "Listen address of the local Helicone API.")
+        loader.add_option("helicone_api_open", bool, False, "Serve the local API without its token (<data dir>/api-token).")
+        loader.add_option("helicone_api_hosts", Sequence[str], [], "Extra Host/Origin names the local API accepts ('*': any).")
         loader.add_option(
             "helicone_retention_days", int, 0,
             "Delete logged calls older than this many days (0: keep everything). Applied in the background.",
@@ -224,7 +226,9 @@ class HeliconeAddon:
             try:
                 self.api_server = ApiServer(db, ctx.options.helicone_api_host, ctx.options.helicone_api_port,
                                             lambda: self.auth_keys, self.store.submit,
-                                            lambda: self.price_overrides).start()
+                                            lambda: self.price_overrides, data_dir=ctx.options.helicone_data_dir,
+                                            open=ctx.options.helicone_api_open,
+                                            hosts=ctx.options.helicone_api_hosts).start()
             except OSError as e:
                 logger.error("helicone: local API not started on %s:%s: %s",
                              ctx.options.helicone_api_host, ctx.options.helicone_api_port, e)

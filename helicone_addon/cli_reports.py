@@ -64,8 +64,8 @@ def _add_filter_args(p: argparse.ArgumentParser, model_short: bool = True) -> No
 def _filters(args: argparse.Namespace) -> Filters:
     try:
         return Filters(
-            since=reports.parse_time(args.since) if args.since else None,
-            until=reports.parse_time(args.until, end=True) if args.until else None,
+            since=reports.parse_time(args.since, where="--since") if args.since else None,
+            until=reports.parse_time(args.until, end=True, where="--until") if args.until else None,
             users=list(args.user),
             models=list(args.model),
             providers=list(args.provider),
