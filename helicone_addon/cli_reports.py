@@ -729,11 +729,11 @@ def _session_name(db: sqlite_utils.Database, sid: str) -> str | None:
 # ui (Datasette)
 
 
-def datasette_argv(db: Path, metadata_file: Path, port: int, *, open_browser: bool = False) -> list[str]:
+def datasette_argv(db: Path, metadata_file: Path, port: int) -> list[str]:
     """Arguments of `datasette serve` for the web view (read-only, loopback only)."""
     from .ui import TEMPLATES_DIR
 
-    argv = [
+    return [
         "serve",
         str(db),
         "--metadata", str(metadata_file),
@@ -744,14 +744,19 @@ def datasette_argv(db: Path, metadata_file: Path, port: int, *, open_browser: bo
         "--setting", "facet_time_limit_ms", "500",
         "--setting", "allow_download", "off",
     ]  # fmt: skip
-    if open_browser:
-        argv.append("--open")
-    return argv
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @_run
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Browse the log in Datasette (read-only, on 127.0.0.1)."""
+    """Browse the log in Datasette (read-only, on 127.0.0.1, behind the local API's token)."""
     if not 0 <= args.port <= 65535:
         raise CLIError(f"bad port {args.port}", 2)
     open_db(args).close()  # exists, is a log, migrations (the FTS index) applied; then read-only
@@ -760,16 +765,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from datasette.cli import cli as datasette_cli
     except ImportError:
         raise CLIError("Datasette is not installed: pip install 'helicone-addon[ui]'") from None
-    from .ui import register_plugin
+    from . import security
+    from .ui import guard, register_plugin
     from .ui.metadata import build_metadata, database_name
 
+    token = security.ensure_token(getattr(args, "data_dir", None))
+    guard.configure(token, "127.0.0.1")
+    port = args.port or _free_port()
     with tempfile.TemporaryDirectory(prefix="helicone-ui-") as tmp:
         meta = Path(tmp) / "metadata.json"
         meta.write_text(json.dumps(build_metadata(database_name(path)), indent=2))
-        argv = datasette_argv(path, meta, args.port, open_browser=args.open)
+        argv = datasette_argv(path, meta, port)
         register_plugin()
-        where = f"http://127.0.0.1:{args.port}/{database_name(path)}" if args.port else "a free port on 127.0.0.1"
-        print(f"Serving {path} read-only on {where}", file=sys.stderr)
+        url = f"http://127.0.0.1:{port}/{database_name(path)}?token={token}"
+        print(f"Serving {path} read-only on\n    {url}", file=sys.stderr, flush=True)
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(url)
         try:
             datasette_cli.main(args=argv, prog_name="datasette", standalone_mode=False)
         except KeyboardInterrupt:
@@ -835,7 +848,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "ui",
         help="browse the log in Datasette (needs the 'ui' extra)",
-        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts.",
+        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts. "
+        "It needs the local API's token (<data dir>/api-token): open the URL it prints, which carries it.",
     )
     p.add_argument("--port", "-p", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT}; 0 picks a free one)")
     p.add_argument("--open", "-o", action="store_true", help="open a browser")

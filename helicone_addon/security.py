@@ -84,19 +84,22 @@ def ensure_token(data_dir: str | os.PathLike | None = None) -> str:
     """
     path = token_path(data_dir)
     config.ensure_private_dir(path.parent)
-    token, private = _read(path)
-    if token and private:
-        return token
-    if token or path.is_symlink() or path.exists():
-        logger.warning("helicone: %s is not a private regular file of this user; writing a new token", path)
-        return _write(path, replace=True)
-    try:
-        return _write(path, replace=False)
-    except FileExistsError:  # another process made it first: use theirs
+    looked_twice = False
+    while True:
         token, private = _read(path)
         if token and private:
             return token
-        return _write(path, replace=True)
+        if os.path.lexists(path):
+            if looked_twice:  # not a race with another creator: something unusable is there
+                break
+            looked_twice = True
+            continue
+        try:
+            return _write(path, replace=False)
+        except FileExistsError:  # another process made it first: read theirs
+            continue
+    logger.warning("helicone: %s is not a private regular file of this user; writing a new token", path)
+    return _write(path, replace=True)
 
 
 def _write(path: Path, *, replace: bool) -> str:
