@@ -346,11 +346,8 @@ def _properties_leaf(spec: Any, params: list, where: str) -> str:
         if col is not None:
             parts.extend(_condition(col, TEXT, op, v, params, f"{w}.{op}") for op, v in ops)
             continue
-        parts.append(
-            _keyed_exists(
-                "properties p", "p.request_id = r.id AND lower(p.key) = lower(?)", [key], "p.value", TEXT, ops, params, w
-            )
-        )
+        key_sql = "p.request_id = r.id AND lower(p.key) = lower(?)"
+        parts.append(_keyed_exists("properties p", key_sql, [key], "p.value", TEXT, ops, params, w))
     return " AND ".join(parts)
 
 

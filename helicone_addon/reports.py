@@ -27,9 +27,15 @@ from typing import Any
 import sqlite_utils
 
 from .columns import LOG_COLUMNS
-from .filters import ERROR_SQL, FilterError, all_of, any_of, compile_filter, leaf
-from .filters import parse_time  # noqa: F401 - the CLI's time parser is the filters' one
-
+from .filters import (
+    ERROR_SQL,
+    FilterError,
+    all_of,
+    any_of,
+    compile_filter,
+    leaf,
+    parse_time,  # noqa: F401 - the CLI's time parser is the filters' one
+)
 
 # Bad arguments (unknown group-by, malformed filter or time, ...) raise the filters' one error type.
 ReportError = FilterError

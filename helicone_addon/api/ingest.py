@@ -21,7 +21,7 @@ from starlette.routing import Route
 from .. import asynclog
 from ..record import build_row
 from .backend import Backend
-from .web import LOG, MAX_PAYLOAD, ApiError, endpoint, json_reply, read_body, require_json, text, logger
+from .web import LOG, MAX_PAYLOAD, ApiError, endpoint, json_reply, logger, read_body, require_json, text
 
 
 def _too_big(raw: bytes | None) -> tuple[bool, Any]:

@@ -42,7 +42,9 @@ def _int_field(body: dict, name: str, default: int, lo: int, hi: int | None) -> 
         raise FilterError(f"{name}: expected an integer, got {json_type(v)}")
     v = int(v)
     if v < lo or (hi is not None and v > hi):
-        raise FilterError(f"{name}: {v} is out of range ({lo} to {hi})" if hi is not None else f"{name}: must be >= {lo}")
+        if hi is None:
+            raise FilterError(f"{name}: must be >= {lo}")
+        raise FilterError(f"{name}: {v} is out of range ({lo} to {hi})")
     return v
 
 

@@ -92,7 +92,8 @@ def _score_values(body: dict) -> list[tuple[str, int]]:
             v = int(v)
         elif not isinstance(v, int):
             raise ApiError(
-                400, f"Score value for key '{name}' must be an integer or a boolean, got {v!r} (floats are not accepted)"
+                400,
+                f"Score value for key '{name}' must be an integer or a boolean, got {v!r} (floats are not accepted)",
             )
         if not -(2**63) <= v < 2**63:
             raise ApiError(400, f"Score value for key '{name}' is out of range (64-bit integer)")
@@ -128,7 +129,9 @@ def _set_property(b: Backend, rid: str, key: str, value: str) -> None:
         b.existing(conn, rid)
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT OR REPLACE INTO properties (request_id, key, value) VALUES (?, ?, ?)", (rid, key, value))
+            conn.execute(
+                "INSERT OR REPLACE INTO properties (request_id, key, value) VALUES (?, ?, ?)", (rid, key, value)
+            )
             cur = conn.execute("SELECT properties FROM requests WHERE id = ?", (rid,)).fetchone()
             try:
                 props = json.loads(cur["properties"]) if cur and cur["properties"] else {}
@@ -172,7 +175,8 @@ def _get(b: Backend, rid: str, include_body: bool) -> dict:
 async def get_request(request: Request) -> Response:
     rid = request_id(request.path_params["id"])
     include = (request.query_params.get("includeBody") or "true").lower() != "false"
-    return envelope(200, await run_in_threadpool(_get, _backend(request), rid, include))
+    b = _backend(request)
+    return await run_in_threadpool(lambda: envelope(200, _get(b, rid, include)))
 
 
 def _query(b: Backend, body: dict) -> list[dict]:
@@ -188,13 +192,15 @@ def _query(b: Backend, body: dict) -> list[dict]:
 @endpoint()
 async def query(request: Request) -> Response:
     body = await json_object(request)
-    return envelope(201, await run_in_threadpool(_query, _backend(request), body))
+    b = _backend(request)
+    return await run_in_threadpool(lambda: envelope(201, _query(b, body)))  # JSON encoded off the loop too
 
 
 def _by_ids(b: Backend, ids: list[str]) -> list[dict]:
     conn = b.connect()
     try:
-        rows: list[sqlite3.Row] = conn.execute(f"SELECT * FROM requests WHERE id IN ({placeholders(ids)})", ids).fetchall()
+        sql = f"SELECT * FROM requests WHERE id IN ({placeholders(ids)})"
+        rows: list[sqlite3.Row] = conn.execute(sql, ids).fetchall()
         by_id = {r["id"]: r for r in rows}
         return records_for(conn, [by_id[i] for i in ids if i in by_id], include_body=True)
     finally:
@@ -209,7 +215,8 @@ async def query_ids(request: Request) -> Response:
     if len(ids) > MAX_LIMIT:
         raise ApiError(400, f"'requestIds' may hold at most {MAX_LIMIT} ids")
     clean = [request_id(i) for i in ids]
-    return envelope(200, await run_in_threadpool(_by_ids, _backend(request), clean) if clean else [])
+    b = _backend(request)
+    return await run_in_threadpool(lambda: envelope(200, _by_ids(b, clean) if clean else []))
 
 
 ROUTES = [

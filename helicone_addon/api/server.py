@@ -192,13 +192,15 @@ class ApiServer:
         return f"http://{host}:{self.port}"
 
     def stop(self) -> None:
+        """Stop serving. In its own thread: waits for it (up to 5 s). On the caller's loop: the
+        server task winds down there (and closes the socket) once the caller yields to the loop."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+            if self._sock is not None:
+                self._sock.close()
         self._task = None
         self._server = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self._sock = None

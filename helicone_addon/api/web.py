@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from ..filters import json_type
 
@@ -37,7 +37,9 @@ def json_reply(status: int, obj: Any, headers: dict[str, str] | None = None) -> 
     return Response(body, status, headers, media_type="application/json; charset=utf-8")
 
 
-def envelope(status: int, data: Any = None, error: str | None = None, headers: dict[str, str] | None = None) -> Response:
+def envelope(
+    status: int, data: Any = None, error: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     return json_reply(status, {"data": data, "error": error}, headers)
 
 
