@@ -746,14 +746,6 @@ def datasette_argv(db: Path, metadata_file: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @_run
 def cmd_ui(args: argparse.Namespace) -> int:
     """Browse the log in Datasette (read-only, on 127.0.0.1, behind the local API's token)."""
@@ -771,15 +763,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     token = security.ensure_token(getattr(args, "data_dir", None))
     guard.configure(token, "127.0.0.1")
-    port = args.port or _free_port()
     with tempfile.TemporaryDirectory(prefix="helicone-ui-") as tmp:
         meta = Path(tmp) / "metadata.json"
         meta.write_text(json.dumps(build_metadata(database_name(path)), indent=2))
-        argv = datasette_argv(path, meta, port)
+        argv = datasette_argv(path, meta, args.port)
         register_plugin()
-        url = f"http://127.0.0.1:{port}/{database_name(path)}?token={token}"
-        print(f"Serving {path} read-only on\n    {url}", file=sys.stderr, flush=True)
-        if args.open:
+        url = f"http://127.0.0.1:{args.port}/{database_name(path)}?token={token}"
+        if args.port:
+            print(f"Serving {path} read-only on\n    {url}", file=sys.stderr, flush=True)
+        else:
+            print(f"Serving {path} read-only on a free port of 127.0.0.1 (below); open it with ?token={token}",
+                  file=sys.stderr, flush=True)
+        if args.open and args.port:
             import webbrowser
 
             webbrowser.open(url)

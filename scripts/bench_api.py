@@ -26,11 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from helicone_addon.api import ApiServer  # noqa: E402
-from helicone_addon.store import open_db  # noqa: E402
+from helicone_addon.api import ApiServer
+from helicone_addon.store import open_db
 
 LOAD = r"""
 import json, random, statistics, sys, threading, time

@@ -20,6 +20,7 @@ import sqlite3
 import time
 
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -219,13 +220,28 @@ async def query_ids(request: Request) -> Response:
     return await run_in_threadpool(lambda: envelope(200, _by_ids(b, clean) if clean else []))
 
 
+class _RequestIdSegment(Convertor):
+    """A path segment naming a request: anything but the query routes' own names, so that
+    `GET /v1/request/query` is a 405 (use POST), not a malformed id."""
+
+    regex = r"(?!query(?:-clickhouse|-ids)?$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("request_id", _RequestIdSegment())
+
 ROUTES = [
     Route("/v1/request/query", query, methods=["POST"]),
     Route("/v1/request/query-clickhouse", query, methods=["POST"]),
     Route("/v1/request/query-ids", query_ids, methods=["POST"]),
-    Route("/v1/request/{id}/feedback", feedback, methods=["POST"]),
-    Route("/v1/request/{id}/score", score, methods=["POST"]),
-    Route("/v1/request/{id}/property", put_property, methods=["PUT"]),
-    Route("/v1/request/{id}", get_request, methods=["GET"]),
+    Route("/v1/request/{id:request_id}/feedback", feedback, methods=["POST"]),
+    Route("/v1/request/{id:request_id}/score", score, methods=["POST"]),
+    Route("/v1/request/{id:request_id}/property", put_property, methods=["PUT"]),
+    Route("/v1/request/{id:request_id}", get_request, methods=["GET"]),
     Route("/v1/feedback", legacy_feedback, methods=["POST"]),
 ]
