@@ -1,0 +1,375 @@
+"""One OpenTelemetry span per LLM call, following the GenAI semantic conventions, sent over OTLP/HTTP.
+
+`OtelExporter.on_row` is a row subscriber (see `helicone_addon.exporters`): on the log writer
+thread it only builds the span and hands it to a `BatchSpanProcessor`, whose own thread encodes and
+posts the batches. The exporter has its own `TracerProvider`; the process-global one is left alone.
+
+The call span (kind CLIENT, named "{gen_ai.operation.name} {gen_ai.request.model}", e.g.
+"chat gpt-4o-mini") starts at `created_at` and lasts `latency_ms`. Its parent:
+
+* the app's span, when the request carried a W3C `traceparent` (and `tracestate`): the call joins
+  the app's own trace and follows its sampling decision (flag 00: not exported);
+* else, for a call with `Helicone-Session-Id`, the session's trace: trace id derived from the session
+  id, one INTERNAL span for the session ("session <name>") and one per `Helicone-Session-Path` node
+  ("session_path /a", "session_path /a/b", each the child of the one above), span ids derived from
+  (session id, node path). So `/a/b` is a child of `/a` in every process and every run. A node
+  span is created, not merely linked, so trace viewers draw the tree; it is emitted once per process
+  (remembered in a bounded set), the first time a call under it is seen, with that call's times:
+  later calls under the same node still hang below it, past its end. Several proxies on one data
+  dir each emit the node once, which a backend shows as duplicate spans with one id;
+* else a trace of its own, whose trace id is the call's Helicone-Id (UUID) itself.
+
+Prompt and completion content is exported only with `content=True`, as the conventions' opt-in span
+attributes `gen_ai.system_instructions`, `gen_ai.input.messages` and `gen_ai.output.messages` (JSON
+strings). The conventions' event form is a log record, which would need a second (logs) pipeline.
+
+A collector that is down or refusing costs spans, never calls: `counters` counts the spans queued,
+exported, failed (the collector refused or was unreachable until the export time-out) and dropped
+(the queue was full), plus rows the exporter failed on (`errors`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from . import genai
+
+logger = logging.getLogger(__name__)
+
+MAX_CONTENT_CHARS = 256 * 1024  # per content attribute; longer texts are cut (marked) to fit
+NODE_MEMORY = 10_000  # session path nodes remembered as already emitted
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def parse_otlp_headers(text: str) -> dict[str, str]:
+    """'k=v,k2=v2' -> {'k': 'v', 'k2': 'v2'} (the helicone_otlp_headers option).
+
+    Values are percent-decoded, as in OTEL_EXPORTER_OTLP_HEADERS ('Authorization=Bearer%20abc');
+    spaces around items are ignored, empty items too. Raises ValueError naming the bad item."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"OTLP header {item!r} has no '=': write name=value, separated by commas")
+        if not key or not set(key) <= _TOKEN:
+            raise ValueError(f"OTLP header name {key!r} is not a valid HTTP header name")
+        if key.lower() in (k.lower() for k in out):
+            raise ValueError(f"OTLP header {key!r} is given twice")
+        value = unquote(value.strip())
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"OTLP header {key!r} has a line break or NUL in its value")
+        out[key] = value
+    return out
+
+
+def traces_url(endpoint: str) -> str:
+    """'http://host:4318' -> 'http://host:4318/v1/traces'; a URL with a path is used as given."""
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"OTLP endpoint {endpoint!r} must be an http:// or https:// URL, e.g. http://localhost:4318")
+    if parts.path in ("", "/"):
+        return endpoint.strip().rstrip("/") + "/v1/traces"
+    return endpoint.strip()
+
+
+def _ns(created_at: str | None) -> int | None:
+    if not created_at:
+        return None
+    try:
+        return int(datetime.fromisoformat(created_at).timestamp() * 1_000_000) * 1000
+    except (ValueError, TypeError):
+        return None
+
+
+class _PresetIds(IdGenerator):
+    """Ids the exporter chose (deterministic session ids) for the next span; random otherwise."""
+
+    def __init__(self) -> None:
+        self._next = threading.local()
+        self._random = RandomIdGenerator()
+
+    def preset(self, span_id: int | None, trace_id: int | None = None) -> None:
+        self._next.span_id, self._next.trace_id = span_id, trace_id
+
+    def generate_span_id(self) -> int:
+        v, self._next.span_id = getattr(self._next, "span_id", None), None
+        return v or self._random.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        v, self._next.trace_id = getattr(self._next, "trace_id", None), None
+        return v or self._random.generate_trace_id()
+
+    def is_trace_id_random(self) -> bool:
+        return False
+
+
+class _Counting(SpanExporter):
+    """Wraps the OTLP exporter: every span ends up counted as exported or failed."""
+
+    def __init__(self, inner: SpanExporter, counters: dict[str, int]) -> None:
+        self.inner = inner
+        self.counters = counters
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception:
+            logger.exception("helicone otlp: export raised")
+            result = SpanExportResult.FAILURE
+        self.counters["spans_exported" if result == SpanExportResult.SUCCESS else "spans_failed"] += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class _BatchProcessor(BatchSpanProcessor):
+    """BatchSpanProcessor that counts the spans its full queue drops (the SDK only logs them)."""
+
+    def __init__(self, exporter: SpanExporter, counters: dict[str, int], **kw: Any) -> None:
+        super().__init__(exporter, **kw)
+        self.counters = counters
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)  # the SDK's deque
+        if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
+            self.counters["spans_dropped"] += 1
+        super().on_end(span)
+
+
+class OtelExporter:
+    """Row subscriber exporting one GenAI span per call to an OTLP/HTTP collector."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        headers: dict[str, str] | None = None,
+        content: bool = False,
+        *,
+        timeout: float = 10.0,
+        max_queue_size: int = 8192,
+        schedule_delay_millis: int = 1000,
+        service_name: str = "helicone-addon",
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        self.endpoint = traces_url(endpoint)
+        self.content = content
+        self.counters = {"spans_queued": 0, "spans_exported": 0, "spans_failed": 0, "spans_dropped": 0, "errors": 0}
+        inner = exporter or OTLPSpanExporter(endpoint=self.endpoint, headers=dict(headers or {}), timeout=timeout)
+        self._ids = _PresetIds()
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}), id_generator=self._ids
+        )
+        self.processor = _BatchProcessor(
+            _Counting(inner, self.counters), self.counters,
+            max_queue_size=max_queue_size, schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=64 if content else 512,
+        )
+        self.provider.add_span_processor(self.processor)
+        self.tracer = self.provider.get_tracer("helicone_addon")
+        self._nodes: OrderedDict[tuple[int, int], None] = OrderedDict()
+
+    # -- the subscriber ---------------------------------------------------------------------------
+    def on_row(self, row: dict[str, Any], props: list[dict[str, Any]] | None = None) -> None:
+        """Queue the call's span (and its session nodes). Writer thread; never raises, never blocks."""
+        try:
+            self._emit(row, props or [])
+        except Exception:
+            self.counters["errors"] += 1
+            logger.exception("helicone otlp: no span for call %s", row.get("id"))
+
+    def force_flush(self, timeout: float = 10) -> bool:
+        return self.provider.force_flush(int(timeout * 1000))
+
+    def close(self) -> None:
+        """Export what is queued (bounded by the export time-out), then stop the export thread."""
+        self.provider.shutdown()
+
+    # -- spans ----------------------------------------------------------------------------------------
+    def _emit(self, row: dict[str, Any], props: list[dict[str, Any]]) -> None:
+        start = _ns(row.get("created_at")) or 0
+        latency = row.get("latency_ms")
+        end = start + int(latency * 1_000_000) if isinstance(latency, int | float) and latency > 0 else start
+        parent, span_id, trace_id = self._parent(row, start, end)
+        op = genai.operation_name(row.get("api"))
+        model = row.get("model_requested") or row.get("model")
+        self._ids.preset(span_id, trace_id)
+        span = self.tracer.start_span(
+            f"{op} {model}" if model else op, context=parent, kind=SpanKind.CLIENT,
+            attributes=self._attributes(row, props, op), start_time=start or None,
+        )
+        err = genai.error_type(row)
+        if err is not None:
+            span.set_status(Status(StatusCode.ERROR, str(row.get("error") or f"HTTP {row.get('status')}")[:500]))
+        span.end(end_time=end or None)
+        if span.get_span_context().trace_flags.sampled:  # else the app's trace said: not sampled
+            self.counters["spans_queued"] += 1
+
+    def _parent(self, row: dict[str, Any], start: int, end: int) -> tuple[otel_context.Context, int | None, int | None]:
+        """(parent context, preset span id, preset trace id) of the call's span."""
+        request_id = str(row.get("id") or "")
+        own_span = genai.span_id_for("call", request_id) if request_id else None
+        hdrs = _headers(row)
+        if hdrs.get("traceparent"):
+            carrier = {k: hdrs[k] for k in ("traceparent", "tracestate") if k in hdrs}
+            ctx = _PROPAGATOR.extract(carrier)
+            if trace.get_current_span(ctx).get_span_context().is_valid:
+                return ctx, own_span, None
+        session = row.get("session_id")
+        if session:
+            return self._session_parent(row, str(session), start, end), own_span, None
+        return otel_context.Context(), own_span, genai.trace_id_for_request(request_id) if request_id else None
+
+    def _session_parent(self, row: dict[str, Any], session: str, start: int, end: int) -> otel_context.Context:
+        trace_id = genai.trace_id_for_session(session)
+        ctx = otel_context.Context()  # the session span is the trace's root
+        name = row.get("session_name")
+        chain = [("", genai.span_id_for("session", session))]
+        chain += [(node, genai.span_id_for("session", session, node)) for node in genai.session_nodes(row.get("session_path"))]
+        for node, span_id in chain:
+            key = (trace_id, span_id)
+            if key not in self._nodes:
+                attrs = {"helicone.session.id": session, "helicone.session.path": node or "/"}
+                if name:
+                    attrs["helicone.session.name"] = str(name)
+                self._ids.preset(span_id, trace_id)
+                span = self.tracer.start_span(
+                    f"session_path {node}" if node else f"session {name or session}"[:200],
+                    context=ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=start or None,
+                )
+                span.end(end_time=end or None)
+                self.counters["spans_queued"] += 1
+                self._nodes[key] = None
+                if len(self._nodes) > NODE_MEMORY:
+                    self._nodes.popitem(last=False)
+            else:
+                self._nodes.move_to_end(key)
+            parent = trace.SpanContext(trace_id, span_id, is_remote=False,
+                                       trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+            ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        return ctx
+
+    def _attributes(self, row: dict[str, Any], props: list[dict[str, Any]], op: str) -> dict[str, Any]:
+        status = row.get("status")
+        ok = isinstance(status, int) and 200 <= status < 300
+        a: dict[str, Any] = {
+            "gen_ai.operation.name": op,
+            "gen_ai.provider.name": genai.provider_name(row.get("provider")),
+            "gen_ai.system": genai.system_name(row.get("provider")),
+            "gen_ai.request.model": row.get("model_requested"),
+            "gen_ai.response.model": row.get("model") if ok else None,
+            "gen_ai.usage.input_tokens": row.get("prompt_tokens"),
+            "gen_ai.usage.output_tokens": row.get("completion_tokens"),
+            "gen_ai.usage.cache_read.input_tokens": row.get("cached_tokens"),
+            "gen_ai.usage.cache_creation.input_tokens": row.get("cache_write_tokens"),
+            "gen_ai.usage.reasoning.output_tokens": row.get("reasoning_tokens"),
+            "gen_ai.request.stream": bool(row.get("streamed")),
+            "gen_ai.conversation.id": row.get("session_id"),
+            "server.address": row.get("host") or None,
+            "http.response.status_code": status,
+            "error.type": genai.error_type(row),
+            "helicone.request_id": row.get("id"),
+            "helicone.user_id": row.get("user_id"),
+            "helicone.session.id": row.get("session_id"),
+            "helicone.session.path": row.get("session_path"),
+            "helicone.session.name": row.get("session_name"),
+            "helicone.cache_hit": bool(row.get("cache_hit")),
+            "helicone.rate_limited": bool(row.get("rate_limited")),
+            "helicone.retries": row.get("retries") or 0,
+            "helicone.cost_usd": row.get("cost_usd"),
+            "helicone.usage_source": row.get("usage_source"),
+        }
+        ttft = row.get("ttft_ms")
+        if isinstance(ttft, int | float):
+            a["gen_ai.response.time_to_first_chunk"] = ttft / 1000
+        body = row.get("response_body")
+        if body:
+            reasons = genai.finish_reasons(body)
+            if reasons:
+                a["gen_ai.response.finish_reasons"] = reasons
+            if ok:
+                a["gen_ai.response.id"] = genai.response_id(body)
+        for key, value in _properties(row, props).items():
+            a[f"helicone.property.{key}"] = value
+        if self.content:
+            a.update(_content(row))
+        return {k: v for k, v in a.items() if v is not None}
+
+
+def _headers(row: dict[str, Any]) -> dict[str, str]:
+    raw = row.get("request_headers")
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _properties(row: dict[str, Any], props: list[dict[str, Any]]) -> dict[str, str]:
+    if props:
+        return {str(p["key"]): str(p["value"]) for p in props if p.get("key") is not None}
+    try:
+        value = json.loads(row.get("properties") or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _content(row: dict[str, Any]) -> dict[str, str]:
+    """The opt-in content attributes (JSON strings, each at most MAX_CONTENT_CHARS)."""
+    from helicone_addon import usage
+
+    out: dict[str, str] = {}
+    system, messages = genai.input_messages(row.get("api"), row.get("request_body"))
+    if system:
+        out["gen_ai.system_instructions"] = _fit(system)
+    if messages:
+        out["gen_ai.input.messages"] = _fit(messages)
+    body = row.get("response_body")
+    if body and isinstance(row.get("status"), int) and 200 <= row["status"] < 300:
+        parsed = usage.parse_response(row.get("api") or "unknown", body.encode("utf-8", "surrogatepass"),
+                                      None, row.get("status"))
+        if parsed.text:
+            out["gen_ai.output.messages"] = _fit(genai.output_messages(parsed.text, genai.finish_reasons(body)))
+    return out
+
+
+def _fit(value: list) -> str:
+    """JSON of messages/parts, text contents cut evenly so the whole stays under MAX_CONTENT_CHARS."""
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) <= MAX_CONTENT_CHARS:
+        return text
+    parts = [p for m in value for p in (m.get("parts", []) if "parts" in m else [m]) if isinstance(p.get("content"), str)]
+    budget = max(64, MAX_CONTENT_CHARS // max(1, len(parts)) - 64)
+    for p in parts:
+        if len(p["content"]) > budget:
+            p["content"] = p["content"][:budget] + "…[truncated]"
+    return json.dumps(value, ensure_ascii=False)
