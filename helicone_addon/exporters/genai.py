@@ -3,7 +3,7 @@
     operation_name(api)                 'openai-chat' -> 'chat', 'gemini' -> 'generate_content', ...
     provider_name(provider)             the conventions' well-known gen_ai.provider.name value
     system_name(provider)               the older gen_ai.system value
-    finish_reasons(body)                ['stop'] from a JSON or SSE response body (any wire format)
+    finish_reasons(body, api)           ['stop'] from a JSON or SSE response body (any wire format)
     response_id(body)                   'chatcmpl-...' / 'msg_...' / Gemini's responseId
     error_type(row)                     '429', '500', 'timeout', 'cancelled', '_OTHER' or None
     input_messages(api, request_body)   (system_instructions, input_messages) in the conventions' JSON shape
@@ -66,17 +66,19 @@ def _bytes(body: str | bytes | None) -> bytes:
     return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
 
 
-def finish_reasons(body: str | bytes | None) -> list[str]:
+def finish_reasons(body: str | bytes | None, api: str | None = None) -> list[str]:
     """Finish reasons of every generation, in order, from a JSON body or an SSE stream.
 
     Reads the wire formats' own keys (`finish_reason` OpenAI, `stop_reason` Anthropic,
     `finishReason` Gemini); null values (Anthropic's message_start) are skipped, and quotes escaped
     inside generated text never match. The OpenAI Responses API reports a status, not a reason:
-    nothing is returned for it."""
+    nothing is returned for it. An Anthropic message has one reason, which a stream may repeat (the
+    last one holds)."""
     data = _bytes(body)
     if len(data) > MAX_SCAN:
         data = data[-TAIL_SCAN:]
-    return [m.decode("utf-8", "replace") for m in _FINISH.findall(data)]
+    found = [m.decode("utf-8", "replace") for m in _FINISH.findall(data)]
+    return found[-1:] if api == "anthropic-messages" else found
 
 
 def response_id(body: str | bytes | None) -> str | None:

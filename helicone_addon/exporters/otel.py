@@ -23,9 +23,10 @@ Prompt and completion content is exported only with `content=True`, as the conve
 attributes `gen_ai.system_instructions`, `gen_ai.input.messages` and `gen_ai.output.messages` (JSON
 strings). The conventions' event form is a log record, which would need a second (logs) pipeline.
 
-A collector that is down or refusing costs spans, never calls: `counters` counts the spans queued,
-exported, failed (the collector refused or was unreachable until the export time-out) and dropped
-(the queue was full), plus rows the exporter failed on (`errors`).
+A collector that is down or refusing costs spans, never calls: `counters` counts the spans queued
+(each then exported, or failed: the collector refused or stayed unreachable for the export time-out)
+and those dropped because `max_queue_size` spans were already waiting, plus rows the exporter failed
+on (`errors`). Once drained, spans_queued == spans_exported + spans_failed.
 """
 
 from __future__ import annotations
@@ -148,17 +149,29 @@ class _Counting(SpanExporter):
 
 
 class _BatchProcessor(BatchSpanProcessor):
-    """BatchSpanProcessor that counts the spans its full queue drops (the SDK only logs them)."""
+    """BatchSpanProcessor with exact accounting: a span is either queued (then exported or failed)
+    or dropped here because `limit` spans are already queued or being exported. (The SDK's own
+    full queue only logs what it drops; this limit keeps it from ever filling.)"""
 
-    def __init__(self, exporter: SpanExporter, counters: dict[str, int], **kw: Any) -> None:
-        super().__init__(exporter, **kw)
+    def __init__(self, exporter: SpanExporter, counters: dict[str, int], limit: int, batch: int, **kw: Any) -> None:
+        super().__init__(exporter, max_queue_size=limit + batch, max_export_batch_size=batch, **kw)
         self.counters = counters
+        self.limit = limit
+        self.closed = False
 
     def on_end(self, span: ReadableSpan) -> None:
-        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)  # the SDK's deque
-        if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
-            self.counters["spans_dropped"] += 1
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        c = self.counters
+        if self.closed or c["spans_queued"] - c["spans_exported"] - c["spans_failed"] >= self.limit:
+            c["spans_dropped"] += 1
+            return
+        c["spans_queued"] += 1
         super().on_end(span)
+
+    def shutdown(self) -> None:
+        self.closed = True
+        super().shutdown()
 
 
 class OtelExporter:
@@ -187,9 +200,8 @@ class OtelExporter:
             resource=Resource.create({"service.name": service_name}), id_generator=self._ids
         )
         self.processor = _BatchProcessor(
-            _Counting(inner, self.counters), self.counters,
-            max_queue_size=max_queue_size, schedule_delay_millis=schedule_delay_millis,
-            max_export_batch_size=64 if content else 512,
+            _Counting(inner, self.counters), self.counters, limit=max_queue_size,
+            batch=min(max_queue_size, 64 if content else 512), schedule_delay_millis=schedule_delay_millis,
         )
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("helicone_addon")
@@ -202,7 +214,7 @@ class OtelExporter:
             self._emit(row, props or [])
         except Exception:
             self.counters["errors"] += 1
-            logger.exception("helicone otlp: no span for call %s", row.get("id"))
+            logger.exception("helicone otlp: no span for call %s", row.get("id") if isinstance(row, dict) else row)
 
     def force_flush(self, timeout: float = 10) -> bool:
         return self.provider.force_flush(int(timeout * 1000))
@@ -227,9 +239,7 @@ class OtelExporter:
         err = genai.error_type(row)
         if err is not None:
             span.set_status(Status(StatusCode.ERROR, str(row.get("error") or f"HTTP {row.get('status')}")[:500]))
-        span.end(end_time=end or None)
-        if span.get_span_context().trace_flags.sampled:  # else the app's trace said: not sampled
-            self.counters["spans_queued"] += 1
+        span.end(end_time=end or None)  # hands it to the batch processor (unless the app's trace is unsampled)
 
     def _parent(self, row: dict[str, Any], start: int, end: int) -> tuple[otel_context.Context, int | None, int | None]:
         """(parent context, preset span id, preset trace id) of the call's span."""
@@ -264,7 +274,6 @@ class OtelExporter:
                     context=ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=start or None,
                 )
                 span.end(end_time=end or None)
-                self.counters["spans_queued"] += 1
                 self._nodes[key] = None
                 if len(self._nodes) > NODE_MEMORY:
                     self._nodes.popitem(last=False)
@@ -310,7 +319,7 @@ class OtelExporter:
             a["gen_ai.response.time_to_first_chunk"] = ttft / 1000
         body = row.get("response_body")
         if body:
-            reasons = genai.finish_reasons(body)
+            reasons = genai.finish_reasons(body, row.get("api"))
             if reasons:
                 a["gen_ai.response.finish_reasons"] = reasons
             if ok:
@@ -323,9 +332,12 @@ class OtelExporter:
 
 
 def _headers(row: dict[str, Any]) -> dict[str, str]:
+    """The request headers, when they carry a trace context (else {} without parsing them)."""
     raw = row.get("request_headers")
     if isinstance(raw, dict):
         return raw
+    if not raw or "traceparent" not in raw:
+        return {}
     try:
         value = json.loads(raw) if raw else {}
     except ValueError:
@@ -358,7 +370,7 @@ def _content(row: dict[str, Any]) -> dict[str, str]:
         parsed = usage.parse_response(row.get("api") or "unknown", body.encode("utf-8", "surrogatepass"),
                                       None, row.get("status"))
         if parsed.text:
-            out["gen_ai.output.messages"] = _fit(genai.output_messages(parsed.text, genai.finish_reasons(body)))
+            out["gen_ai.output.messages"] = _fit(genai.output_messages(parsed.text, genai.finish_reasons(body, row.get("api"))))
     return out
 
 

@@ -105,8 +105,8 @@ def cache_result(row: Mapping[str, Any]) -> str:
     if row.get("cache_hit"):
         return "hit"
     raw = row.get("request_headers")
-    if not raw:
-        return "off"
+    if not raw or (isinstance(raw, str) and "helicone-cache-" not in raw):
+        return "off"  # the common case, without parsing the headers
     try:
         hdrs = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError:
@@ -166,7 +166,9 @@ class Metrics:
         self.model_label = BoundedLabel(max_models)
         self.provider_label = BoundedLabel(max_providers)
         self.sources: list[tuple[str, Source, str, str]] = []
+        self._children: dict[tuple, Any] = {}  # (metric, labels) -> child: skips labels()' checks per row
         reg = self.registry
+        reg.register(_ScrapeTime(self))  # first: a source failing in a scrape shows in that scrape's errors
         pm = ("provider", "model")
         self.calls = Counter("helicone_llm_calls", "LLM calls through the proxy",
                              (*pm, "status_class", "cache"), registry=reg)
@@ -191,7 +193,6 @@ class Metrics:
         self.errors = Counter("helicone_exporter_errors", "Rows or scrapes an exporter failed on",
                               ("exporter",), registry=reg)
         self.errors.labels("prometheus")  # present (at 0) from the first scrape
-        reg.register(_ScrapeTime(self))
         if store_counters is not None:
             self.add_counters("helicone_store", store_counters, "Log store health counter")
         if shipper_lag is not None:
@@ -215,53 +216,62 @@ class Metrics:
             self.errors.labels("prometheus").inc()
             logger.exception("helicone metrics: row not counted")
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def _count(self, row: dict[str, Any]) -> None:
         m_over, p_over = self.model_label.overflow, self.provider_label.overflow
         provider = self.provider_label(row.get("provider"))
         model = self.model_label(row.get("model") or row.get("model_requested"))
         if self.model_label.overflow != m_over:
-            self.other.labels("model").inc()
+            self._child(self.other, "model").inc()
         if self.provider_label.overflow != p_over:
-            self.other.labels("provider").inc()
-        self.calls.labels(provider, model, status_class(row.get("status")), cache_result(row)).inc()
+            self._child(self.other, "provider").inc()
+        self._child(self.calls, provider, model, status_class(row.get("status")), cache_result(row)).inc()
         for kind, column in TOKEN_KINDS.items():
             n = row.get(column)
             if isinstance(n, int | float) and n > 0:
-                self.tokens.labels(provider, model, kind).inc(n)
+                self._child(self.tokens, provider, model, kind).inc(n)
         cost = row.get("cost_usd")
         if isinstance(cost, int | float) and cost >= 0:
-            self.cost.labels(provider, model).inc(cost)
+            self._child(self.cost, provider, model).inc(cost)
         saved = row.get("cache_saved_usd")
         if row.get("cache_hit") and isinstance(saved, int | float) and saved >= 0:
-            self.saved.labels(provider, model).inc(saved)
+            self._child(self.saved, provider, model).inc(saved)
         latency = row.get("latency_ms")
         if isinstance(latency, int | float) and not row.get("cache_hit") and not row.get("rate_limited"):
-            self.latency.labels(provider, model).observe(max(latency, 0) / 1000)
+            self._child(self.latency, provider, model).observe(max(latency, 0) / 1000)
         ttft = row.get("ttft_ms")
         if isinstance(ttft, int | float):
-            self.ttft.labels(provider, model).observe(max(ttft, 0) / 1000)
+            self._child(self.ttft, provider, model).observe(max(ttft, 0) / 1000)
         if row.get("rate_limited"):
-            self.rate_limited.labels(provider).inc()
+            self._child(self.rate_limited, provider).inc()
         retries = row.get("retries")
         if isinstance(retries, int) and retries > 0:
-            self.retries.labels(provider).inc(retries)
+            self._child(self.retries, provider).inc(retries)
 
     # -- exposition -------------------------------------------------------------------------------
     def render(self) -> bytes:
-        """The registry in Prometheus' text exposition format."""
+        """The registry in Prometheus' text exposition format (0.0.4)."""
         return generate_latest(self.registry)
 
 
 def metrics_route(metrics: Metrics, path: str = "/metrics"):
-    """A Starlette `Route` for `GET <path>` answering `metrics.render()` (text format 0.0.4).
+    """A Starlette `Route` for `GET <path>`: Prometheus' text format 0.0.4, or OpenMetrics when the
+    scraper's Accept header asks for it (prometheus-client's own negotiation).
 
     The endpoint is a plain function, so Starlette runs it in its thread pool: a scrape never
     blocks the API's event loop, whatever the sources cost."""
-    from prometheus_client import CONTENT_TYPE_LATEST
+    from prometheus_client.exposition import choose_encoder
     from starlette.responses import Response
     from starlette.routing import Route
 
     def endpoint(request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(metrics.registry), headers={"content-type": content_type})
 
     return Route(path, endpoint, methods=["GET"], name="metrics")
