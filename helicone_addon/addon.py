@@ -75,6 +75,7 @@ class HeliconeAddon:
         self.relay = None
         self.upstream_timeout_set = False
         self.web = False
+        self.exporters = None  # exporters.hub.Exporters: row subscribers (metrics, OTLP spans)
 
     # -- options ------------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -137,6 +138,21 @@ class HeliconeAddon:
             "call is answered with a JSON 504. When set, every LLM call goes through the addon's own "
             "upstream client (as calls with retries or fallbacks always do, with 600 s when unset).",
         )
+        # -- exporters (helicone_addon/exporters) ------------------------------------------------
+        loader.add_option(
+            "helicone_otlp_endpoint", str, "",
+            "OTLP/HTTP collector to send one OpenTelemetry GenAI span per LLM call to, e.g. "
+            "http://localhost:4318 (/v1/traces is added when the URL has no path). Empty: off.",
+        )
+        loader.add_option(
+            "helicone_otlp_headers", str, "",
+            "Headers for the OTLP collector as name=value pairs separated by commas (values "
+            "percent-decoded), e.g. 'Authorization=Bearer%20abc,x-tenant=acme'.",
+        )
+        loader.add_option(
+            "helicone_otlp_content", bool, False,
+            "Also export prompts and completions in the spans (gen_ai.input.messages / output.messages).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "helicone_hosts" in updated:
@@ -179,6 +195,30 @@ class HeliconeAddon:
             raise exceptions.OptionsError("helicone_api_port must be between 0 and 65535")
         if self.loop is not None and updated & {"helicone_data_dir", "helicone_db", "helicone_cache_dir"}:
             self._open()
+        if updated & {"helicone_otlp_endpoint", "helicone_otlp_headers", "helicone_otlp_content"}:
+            self._configure_exporters()
+
+    # -- exporters (helicone_addon/exporters): row subscribers ------------------------------------
+    def _configure_exporters(self) -> None:
+        if self.exporters is None:
+            from helicone_addon.exporters.hub import Exporters
+
+            self.exporters = Exporters(store_counters=lambda: self.store.counters if self.store else {})
+        try:
+            self.exporters.set_otlp(ctx.options.helicone_otlp_endpoint, ctx.options.helicone_otlp_headers,
+                                    ctx.options.helicone_otlp_content)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"helicone_otlp_endpoint / helicone_otlp_headers: {e}") from e
+
+    def _api_extra(self) -> dict:
+        """The /metrics route for the local API, when the API takes extra routes (Starlette)."""
+        import inspect
+
+        from helicone_addon.api import ApiServer
+
+        if self.exporters is None or "extra_routes" not in inspect.signature(ApiServer).parameters:
+            return {}
+        return {"extra_routes": self.exporters.routes()}
 
     def running(self) -> None:
         from helicone_addon import errorpages
@@ -224,7 +264,7 @@ class HeliconeAddon:
             try:
                 self.api_server = ApiServer(db, ctx.options.helicone_api_host, ctx.options.helicone_api_port,
                                             lambda: self.auth_keys, self.store.submit,
-                                            lambda: self.price_overrides).start()
+                                            lambda: self.price_overrides, **self._api_extra()).start()
             except OSError as e:
                 logger.error("helicone: local API not started on %s:%s: %s",
                              ctx.options.helicone_api_host, ctx.options.helicone_api_port, e)
@@ -280,6 +320,8 @@ class HeliconeAddon:
             await self.relay.aclose()
             self.relay = None
         self._close()
+        if self.exporters is not None:
+            self.exporters.close()
 
     # -- which connections to intercept ----------------------------------------------------------
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
@@ -589,10 +631,13 @@ class HeliconeAddon:
         overrides = self.price_overrides
         estimate = ctx.options.helicone_estimate_usage
         web = self.web
+        exporters = self.exporters
 
         def job():
             row, props = build_row(state, price_overrides=overrides, estimate=estimate)
             self._after_row(state, row)
+            if exporters is not None:
+                exporters.on_row(row, props)  # metrics, OTLP spans: in memory only, never raises
             if web and self.loop is not None:
                 self.loop.call_soon_threadsafe(self._set_comment, flow, comment(row))
             return row, props

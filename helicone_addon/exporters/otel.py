@@ -131,6 +131,7 @@ class _Counting(SpanExporter):
     def __init__(self, inner: SpanExporter, counters: dict[str, int]) -> None:
         self.inner = inner
         self.counters = counters
+        self.closed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -142,7 +143,9 @@ class _Counting(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        self.inner.shutdown()
+        if not self.closed:
+            self.closed = True
+            self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -175,7 +178,11 @@ class _BatchProcessor(BatchSpanProcessor):
 
 
 class OtelExporter:
-    """Row subscriber exporting one GenAI span per call to an OTLP/HTTP collector."""
+    """Row subscriber exporting one GenAI span per call to an OTLP/HTTP collector.
+
+    `timeout`: seconds an export may take, retries included (None: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    else the SDK's 10). `max_queue_size` spans may wait; beyond, new spans are dropped (counted).
+    The standard OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES variables apply to the resource."""
 
     def __init__(
         self,
@@ -183,7 +190,7 @@ class OtelExporter:
         headers: dict[str, str] | None = None,
         content: bool = False,
         *,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         max_queue_size: int = 8192,
         schedule_delay_millis: int = 1000,
         service_name: str = "helicone-addon",
@@ -196,11 +203,13 @@ class OtelExporter:
         self.counters = {"spans_queued": 0, "spans_exported": 0, "spans_failed": 0, "spans_dropped": 0, "errors": 0}
         inner = exporter or OTLPSpanExporter(endpoint=self.endpoint, headers=dict(headers or {}), timeout=timeout)
         self._ids = _PresetIds()
-        self.provider = TracerProvider(
-            resource=Resource.create({"service.name": service_name}), id_generator=self._ids
-        )
+        resource = Resource.create()  # reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({"service.name": service_name}))
+        self.provider = TracerProvider(resource=resource, id_generator=self._ids)
+        self._exporter = _Counting(inner, self.counters)
         self.processor = _BatchProcessor(
-            _Counting(inner, self.counters), self.counters, limit=max_queue_size,
+            self._exporter, self.counters, limit=max_queue_size,
             batch=min(max_queue_size, 64 if content else 512), schedule_delay_millis=schedule_delay_millis,
         )
         self.provider.add_span_processor(self.processor)
@@ -219,9 +228,14 @@ class OtelExporter:
     def force_flush(self, timeout: float = 10) -> bool:
         return self.provider.force_flush(int(timeout * 1000))
 
-    def close(self) -> None:
-        """Export what is queued (bounded by the export time-out), then stop the export thread."""
-        self.provider.shutdown()
+    def close(self, timeout: float = 5.0) -> None:
+        """Export what is queued for up to `timeout` seconds, then stop: a collector that is down
+        holds the proxy's exit that long at most (what is left is counted as failed)."""
+        try:
+            self.force_flush(timeout)
+        finally:
+            self._exporter.shutdown()  # ends an export still retrying
+            self.provider.shutdown()
 
     # -- spans ----------------------------------------------------------------------------------------
     def _emit(self, row: dict[str, Any], props: list[dict[str, Any]]) -> None:
