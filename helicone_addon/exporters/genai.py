@@ -184,11 +184,7 @@ def output_messages(text: str, reasons: list[str]) -> list[dict[str, Any]]:
 
 # -- deterministic ids --------------------------------------------------------------------------
 def _digest(*parts: str) -> bytes:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return h.digest()
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()
 
 
 def trace_id_for_session(session_id: str) -> int:

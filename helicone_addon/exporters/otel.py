@@ -1,8 +1,8 @@
 """One OpenTelemetry span per LLM call, following the GenAI semantic conventions, sent over OTLP/HTTP.
 
 `OtelExporter.on_row` is a row subscriber (see `helicone_addon.exporters`): on the log writer
-thread it only builds the span and hands it to a `BatchSpanProcessor`, whose own thread encodes and
-posts the batches. The exporter has its own `TracerProvider`; the process-global one is left alone.
+thread it only builds the finished span and hands it to a `BatchSpanProcessor`, whose own thread
+encodes and posts the batches. Nothing global is touched: no global TracerProvider, no propagator.
 
 The call span (kind CLIENT, named "{gen_ai.operation.name} {gen_ai.request.model}", e.g.
 "chat gpt-4o-mini") starts at `created_at` and lasts `latency_ms`. Its parent:
@@ -33,20 +33,19 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import genai
@@ -57,6 +56,8 @@ MAX_CONTENT_CHARS = 256 * 1024  # per content attribute; longer texts are cut (m
 NODE_MEMORY = 10_000  # session path nodes remembered as already emitted
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _PROPAGATOR = TraceContextTextMapPropagator()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_OK = Status(StatusCode.UNSET)
 
 
 def parse_otlp_headers(text: str) -> dict[str, str]:
@@ -101,28 +102,6 @@ def _ns(created_at: str | None) -> int | None:
         return int(datetime.fromisoformat(created_at).timestamp() * 1_000_000) * 1000
     except (ValueError, TypeError):
         return None
-
-
-class _PresetIds(IdGenerator):
-    """Ids the exporter chose (deterministic session ids) for the next span; random otherwise."""
-
-    def __init__(self) -> None:
-        self._next = threading.local()
-        self._random = RandomIdGenerator()
-
-    def preset(self, span_id: int | None, trace_id: int | None = None) -> None:
-        self._next.span_id, self._next.trace_id = span_id, trace_id
-
-    def generate_span_id(self) -> int:
-        v, self._next.span_id = getattr(self._next, "span_id", None), None
-        return v or self._random.generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        v, self._next.trace_id = getattr(self._next, "trace_id", None), None
-        return v or self._random.generate_trace_id()
-
-    def is_trace_id_random(self) -> bool:
-        return False
 
 
 class _Counting(SpanExporter):
@@ -202,18 +181,17 @@ class OtelExporter:
         self.content = content
         self.counters = {"spans_queued": 0, "spans_exported": 0, "spans_failed": 0, "spans_dropped": 0, "errors": 0}
         inner = exporter or OTLPSpanExporter(endpoint=self.endpoint, headers=dict(headers or {}), timeout=timeout)
-        self._ids = _PresetIds()
         resource = Resource.create()  # reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": service_name}))
-        self.provider = TracerProvider(resource=resource, id_generator=self._ids)
+        self.resource = resource
+        self.scope = InstrumentationScope("helicone_addon")
+        self._random = RandomIdGenerator()
         self._exporter = _Counting(inner, self.counters)
         self.processor = _BatchProcessor(
             self._exporter, self.counters, limit=max_queue_size,
             batch=min(max_queue_size, 64 if content else 512), schedule_delay_millis=schedule_delay_millis,
         )
-        self.provider.add_span_processor(self.processor)
-        self.tracer = self.provider.get_tracer("helicone_addon")
         self._nodes: OrderedDict[tuple[int, int], None] = OrderedDict()
 
     # -- the subscriber ---------------------------------------------------------------------------
@@ -226,7 +204,7 @@ class OtelExporter:
             logger.exception("helicone otlp: no span for call %s", row.get("id") if isinstance(row, dict) else row)
 
     def force_flush(self, timeout: float = 10) -> bool:
-        return self.provider.force_flush(int(timeout * 1000))
+        return self.processor.force_flush(int(timeout * 1000))
 
     def close(self, timeout: float = 5.0) -> None:
         """Export what is queued for up to `timeout` seconds, then stop: a collector that is down
@@ -235,114 +213,134 @@ class OtelExporter:
             self.force_flush(timeout)
         finally:
             self._exporter.shutdown()  # ends an export still retrying
-            self.provider.shutdown()
+            self.processor.shutdown()
 
     # -- spans ----------------------------------------------------------------------------------------
+    # The call is over when its row exists: its span is built finished, as the SDK's ReadableSpan,
+    # and handed to the batch processor like an ended span. Going through a Tracer instead (start,
+    # then end at once) validates and copies every attribute and runs the sampler for a decision
+    # already taken: measured, it cost the writer thread as much again as building the row itself.
+    def _span(self, name: str, ctx: SpanContext, parent: SpanContext | None, kind: SpanKind,
+              attributes: dict[str, Any], start: int, end: int, status: Status = _OK) -> None:
+        self.processor.on_end(ReadableSpan(
+            name, ctx, parent, self.resource, attributes, kind=kind, status=status,
+            start_time=start, end_time=end, instrumentation_scope=self.scope,
+        ))
+
     def _emit(self, row: dict[str, Any], props: list[dict[str, Any]]) -> None:
         start = _ns(row.get("created_at")) or 0
         latency = row.get("latency_ms")
         end = start + int(latency * 1_000_000) if isinstance(latency, int | float) and latency > 0 else start
-        parent, span_id, trace_id = self._parent(row, start, end)
+        parent, trace_id = self._parent(row, start, end)
+        if parent is not None and not parent.trace_flags.sampled:
+            return  # the app's trace is not sampled: neither is the call
+        request_id = str(row.get("id") or "")
+        span_id = genai.span_id_for("call", request_id) if request_id else self._random.generate_span_id()
+        ctx = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED,
+                          trace_state=parent.trace_state if parent is not None else None)
         op = genai.operation_name(row.get("api"))
         model = row.get("model_requested") or row.get("model")
-        self._ids.preset(span_id, trace_id)
-        span = self.tracer.start_span(
-            f"{op} {model}" if model else op, context=parent, kind=SpanKind.CLIENT,
-            attributes=self._attributes(row, props, op), start_time=start or None,
-        )
-        err = genai.error_type(row)
-        if err is not None:
-            span.set_status(Status(StatusCode.ERROR, str(row.get("error") or f"HTTP {row.get('status')}")[:500]))
-        span.end(end_time=end or None)  # hands it to the batch processor (unless the app's trace is unsampled)
+        status = _OK
+        if genai.error_type(row) is not None:
+            status = Status(StatusCode.ERROR, str(row.get("error") or f"HTTP {row.get('status')}")[:500])
+        self._span(f"{op} {model}" if model else op, ctx, parent, SpanKind.CLIENT,
+                   self._attributes(row, props, op), start, end, status)
 
-    def _parent(self, row: dict[str, Any], start: int, end: int) -> tuple[otel_context.Context, int | None, int | None]:
-        """(parent context, preset span id, preset trace id) of the call's span."""
-        request_id = str(row.get("id") or "")
-        own_span = genai.span_id_for("call", request_id) if request_id else None
+    def _parent(self, row: dict[str, Any], start: int, end: int) -> tuple[SpanContext | None, int]:
+        """(parent span context or None, trace id) of the call's span."""
         hdrs = _headers(row)
         if hdrs.get("traceparent"):
             carrier = {k: hdrs[k] for k in ("traceparent", "tracestate") if k in hdrs}
-            ctx = _PROPAGATOR.extract(carrier)
-            if trace.get_current_span(ctx).get_span_context().is_valid:
-                return ctx, own_span, None
+            app = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
+            if app.is_valid:
+                return app, app.trace_id
         session = row.get("session_id")
         if session:
-            return self._session_parent(row, str(session), start, end), own_span, None
-        return otel_context.Context(), own_span, genai.trace_id_for_request(request_id) if request_id else None
+            return self._session_parent(row, str(session), start, end)
+        request_id = row.get("id")
+        return None, genai.trace_id_for_request(str(request_id)) if request_id else self._random.generate_trace_id()
 
-    def _session_parent(self, row: dict[str, Any], session: str, start: int, end: int) -> otel_context.Context:
+    def _session_parent(self, row: dict[str, Any], session: str, start: int, end: int) -> tuple[SpanContext, int]:
+        """Emit the session's root and path-node spans not emitted yet; the deepest node is the parent."""
         trace_id = genai.trace_id_for_session(session)
-        ctx = otel_context.Context()  # the session span is the trace's root
         name = row.get("session_name")
+        parent: SpanContext | None = None  # the session span is the trace's root
         chain = [("", genai.span_id_for("session", session))]
         chain += [(node, genai.span_id_for("session", session, node)) for node in genai.session_nodes(row.get("session_path"))]
         for node, span_id in chain:
+            ctx = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
             key = (trace_id, span_id)
             if key not in self._nodes:
                 attrs = {"helicone.session.id": session, "helicone.session.path": node or "/"}
                 if name:
                     attrs["helicone.session.name"] = str(name)
-                self._ids.preset(span_id, trace_id)
-                span = self.tracer.start_span(
-                    f"session_path {node}" if node else f"session {name or session}"[:200],
-                    context=ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=start or None,
-                )
-                span.end(end_time=end or None)
+                span_name = f"session_path {node}" if node else f"session {name or session}"[:200]
+                self._span(span_name, ctx, parent, SpanKind.INTERNAL, attrs, start, end)
                 self._nodes[key] = None
                 if len(self._nodes) > NODE_MEMORY:
                     self._nodes.popitem(last=False)
             else:
                 self._nodes.move_to_end(key)
-            parent = trace.SpanContext(trace_id, span_id, is_remote=False,
-                                       trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
-            ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
-        return ctx
+            parent = ctx
+        assert parent is not None
+        return parent, trace_id
 
     def _attributes(self, row: dict[str, Any], props: list[dict[str, Any]], op: str) -> dict[str, Any]:
-        status = row.get("status")
+        """The span's attributes. Encoding costs about a microsecond per attribute on the export
+        thread, so what a value says by its absence is left out: zero cache and reasoning tokens,
+        `helicone.rate_limited` / `retries` / `request.stream` when false or 0, `error.type` on success."""
+        get = row.get
+        status = get("status")
         ok = isinstance(status, int) and 200 <= status < 300
+        provider = get("provider")
         a: dict[str, Any] = {
             "gen_ai.operation.name": op,
-            "gen_ai.provider.name": genai.provider_name(row.get("provider")),
-            "gen_ai.system": genai.system_name(row.get("provider")),
-            "gen_ai.request.model": row.get("model_requested"),
-            "gen_ai.response.model": row.get("model") if ok else None,
-            "gen_ai.usage.input_tokens": row.get("prompt_tokens"),
-            "gen_ai.usage.output_tokens": row.get("completion_tokens"),
-            "gen_ai.usage.cache_read.input_tokens": row.get("cached_tokens"),
-            "gen_ai.usage.cache_creation.input_tokens": row.get("cache_write_tokens"),
-            "gen_ai.usage.reasoning.output_tokens": row.get("reasoning_tokens"),
-            "gen_ai.request.stream": bool(row.get("streamed")),
-            "gen_ai.conversation.id": row.get("session_id"),
-            "server.address": row.get("host") or None,
-            "http.response.status_code": status,
-            "error.type": genai.error_type(row),
-            "helicone.request_id": row.get("id"),
-            "helicone.user_id": row.get("user_id"),
-            "helicone.session.id": row.get("session_id"),
-            "helicone.session.path": row.get("session_path"),
-            "helicone.session.name": row.get("session_name"),
-            "helicone.cache_hit": bool(row.get("cache_hit")),
-            "helicone.rate_limited": bool(row.get("rate_limited")),
-            "helicone.retries": row.get("retries") or 0,
-            "helicone.cost_usd": row.get("cost_usd"),
-            "helicone.usage_source": row.get("usage_source"),
+            "gen_ai.provider.name": genai.provider_name(provider),
+            "gen_ai.system": genai.system_name(provider),
+            "helicone.request_id": get("id"),
+            "helicone.cache_hit": bool(get("cache_hit")),
         }
-        ttft = row.get("ttft_ms")
+        optional = (
+            ("gen_ai.request.model", get("model_requested")),
+            ("gen_ai.response.model", get("model") if ok else None),
+            ("gen_ai.usage.input_tokens", get("prompt_tokens")),
+            ("gen_ai.usage.output_tokens", get("completion_tokens")),
+            ("gen_ai.usage.cache_read.input_tokens", get("cached_tokens") or None),
+            ("gen_ai.usage.cache_creation.input_tokens", get("cache_write_tokens") or None),
+            ("gen_ai.usage.reasoning.output_tokens", get("reasoning_tokens") or None),
+            ("gen_ai.request.stream", True if get("streamed") else None),
+            ("gen_ai.conversation.id", get("session_id")),
+            ("server.address", get("host") or None),
+            ("error.type", genai.error_type(row)),
+            ("helicone.user_id", get("user_id")),
+            ("helicone.session.id", get("session_id")),
+            ("helicone.session.path", get("session_path")),
+            ("helicone.session.name", get("session_name")),
+            ("helicone.rate_limited", True if get("rate_limited") else None),
+            ("helicone.retries", get("retries") or None),
+            ("helicone.cost_usd", get("cost_usd")),
+            ("helicone.usage_source", "estimated" if get("usage_source") == "estimated" else None),
+        )
+        for key, value in optional:
+            if value is not None:
+                a[key] = value
+        ttft = get("ttft_ms")
         if isinstance(ttft, int | float):
             a["gen_ai.response.time_to_first_chunk"] = ttft / 1000
-        body = row.get("response_body")
+        body = get("response_body")
         if body:
-            reasons = genai.finish_reasons(body, row.get("api"))
+            reasons = genai.finish_reasons(body, get("api"))
             if reasons:
-                a["gen_ai.response.finish_reasons"] = reasons
+                a["gen_ai.response.finish_reasons"] = tuple(reasons)
             if ok:
-                a["gen_ai.response.id"] = genai.response_id(body)
+                rid = genai.response_id(body)
+                if rid:
+                    a["gen_ai.response.id"] = rid
         for key, value in _properties(row, props).items():
             a[f"helicone.property.{key}"] = value
         if self.content:
             a.update(_content(row))
-        return {k: v for k, v in a.items() if v is not None}
+        return a
 
 
 def _headers(row: dict[str, Any]) -> dict[str, str]:
