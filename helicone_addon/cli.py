@@ -98,6 +98,8 @@ def print_help(cmd: str) -> None:
 
 
 def env_exports(confdir: str, proxy: str) -> str:
+    from helicone_addon import security
+
     ca = str(Path(confdir).expanduser() / "mitmproxy-ca-cert.pem")
     lines = [
         f"export HTTPS_PROXY={shlex.quote(proxy)}",
@@ -106,6 +108,7 @@ def env_exports(confdir: str, proxy: str) -> str:
         f"export SSL_CERT_FILE={shlex.quote(ca)}",
         f"export REQUESTS_CA_BUNDLE={shlex.quote(ca)}",
         f"export NODE_EXTRA_CA_CERTS={shlex.quote(ca)}",
+        security.env_export(),  # the local API's token, as Helicone's SDKs read it
     ]
     if not Path(ca).exists():
         lines.insert(0, f"# note: {ca} does not exist yet; start the proxy once to create it")

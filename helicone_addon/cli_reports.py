@@ -65,8 +65,8 @@ def _add_filter_args(p: argparse.ArgumentParser, model_short: bool = True) -> No
 def _filters(args: argparse.Namespace) -> Filters:
     try:
         return Filters(
-            since=reports.parse_time(args.since) if args.since else None,
-            until=reports.parse_time(args.until, end=True) if args.until else None,
+            since=reports.parse_time(args.since, where="--since") if args.since else None,
+            until=reports.parse_time(args.until, end=True, where="--until") if args.until else None,
             users=list(args.user),
             models=list(args.model),
             providers=list(args.provider),
@@ -743,11 +743,11 @@ def _session_name(db: sqlite_utils.Database, sid: str) -> str | None:
 # ui (Datasette)
 
 
-def datasette_argv(db: Path, metadata_file: Path, port: int, *, open_browser: bool = False) -> list[str]:
+def datasette_argv(db: Path, metadata_file: Path, port: int) -> list[str]:
     """Arguments of `datasette serve` for the web view (read-only, loopback only)."""
     from .ui import TEMPLATES_DIR
 
-    argv = [
+    return [
         "serve",
         str(db),
         "--metadata", str(metadata_file),
@@ -758,14 +758,11 @@ def datasette_argv(db: Path, metadata_file: Path, port: int, *, open_browser: bo
         "--setting", "facet_time_limit_ms", "500",
         "--setting", "allow_download", "off",
     ]  # fmt: skip
-    if open_browser:
-        argv.append("--open")
-    return argv
 
 
 @_run
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Browse the log in Datasette (read-only, on 127.0.0.1)."""
+    """Browse the log in Datasette (read-only, on 127.0.0.1, behind the local API's token)."""
     if not 0 <= args.port <= 65535:
         raise CLIError(f"bad port {args.port}", 2)
     from .fleet import is_postgres_url
@@ -778,16 +775,27 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from datasette.cli import cli as datasette_cli
     except ImportError:
         raise CLIError("Datasette is not installed: pip install 'helicone-addon[ui]'") from None
-    from .ui import register_plugin
+    from . import security
+    from .ui import guard, register_plugin
     from .ui.metadata import build_metadata, database_name
 
+    token = security.ensure_token(getattr(args, "data_dir", None))
+    guard.configure(token, "127.0.0.1")
     with tempfile.TemporaryDirectory(prefix="helicone-ui-") as tmp:
         meta = Path(tmp) / "metadata.json"
         meta.write_text(json.dumps(build_metadata(database_name(path)), indent=2))
-        argv = datasette_argv(path, meta, args.port, open_browser=args.open)
+        argv = datasette_argv(path, meta, args.port)
         register_plugin()
-        where = f"http://127.0.0.1:{args.port}/{database_name(path)}" if args.port else "a free port on 127.0.0.1"
-        print(f"Serving {path} read-only on {where}", file=sys.stderr)
+        url = f"http://127.0.0.1:{args.port}/{database_name(path)}?token={token}"
+        if args.port:
+            print(f"Serving {path} read-only on\n    {url}", file=sys.stderr, flush=True)
+        else:
+            print(f"Serving {path} read-only on a free port of 127.0.0.1 (below); open it with ?token={token}",
+                  file=sys.stderr, flush=True)
+        if args.open and args.port:
+            import webbrowser
+
+            webbrowser.open(url)
         try:
             datasette_cli.main(args=argv, prog_name="datasette", standalone_mode=False)
         except KeyboardInterrupt:
@@ -853,7 +861,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "ui",
         help="browse the log in Datasette (needs the 'ui' extra)",
-        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts.",
+        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts. "
+        "It needs the local API's token (<data dir>/api-token): open the URL it prints, which carries it.",
     )
     p.add_argument("--port", "-p", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT}; 0 picks a free one)")
     p.add_argument("--open", "-o", action="store_true", help="open a browser")

@@ -34,8 +34,14 @@ def replayable(name: str) -> bool:
 
 class HeliconeCache:
     def __init__(self) -> None:
-        self.cache: ResponseCache | None = None
-        self.counters = {"cache_read_errors": 0, "cache_write_errors": 0}
+        self.cache = None  # ResponseCache (diskcache) or fleet.redis_cache.RedisResponseCache
+        self.errors = {"cache_read_errors": 0, "cache_write_errors": 0}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Published in the log's `store_counters` table (and /metrics)."""
+        backend = getattr(self.cache, "counters", None)
+        return {**self.errors, **backend} if isinstance(backend, dict) else dict(self.errors)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -44,11 +50,22 @@ class HeliconeCache:
         loader.add_option(
             "helicone_cache_size_limit", int, 1 << 30, "Size limit of the response cache in bytes (evicts beyond).",
         )
+        loader.add_option(
+            "helicone_redis", str, "",
+            "Fleet mode: redis://host:port/db holding the response cache and the rate-limit windows, shared "
+            "by every replica (needs the 'fleet' extra). Empty: both live in the data dir.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "helicone_cache_size_limit" in updated and ctx.options.helicone_cache_size_limit < 0:
             raise exceptions.OptionsError("helicone_cache_size_limit must be >= 0")
-        if updated & {"helicone_data_dir", "helicone_cache_dir", "helicone_cache_size_limit"}:
+        if "helicone_redis" in updated and ctx.options.helicone_redis:
+            from helicone_addon.fleet import is_redis_url
+
+            if not is_redis_url(ctx.options.helicone_redis):
+                raise exceptions.OptionsError(
+                    f"helicone_redis must be a redis:// (or rediss://, unix://) URL, not {ctx.options.helicone_redis!r}")
+        if updated & {"helicone_data_dir", "helicone_cache_dir", "helicone_cache_size_limit", "helicone_redis"}:
             self.done()  # reopened on next use
 
     def done(self) -> None:
@@ -56,7 +73,11 @@ class HeliconeCache:
             self.cache.close()
             self.cache = None
 
-    def _cache(self) -> ResponseCache:
+    def _cache(self):
+        if self.cache is None and ctx.options.helicone_redis:
+            from helicone_addon.fleet.redis_cache import RedisResponseCache
+
+            self.cache = RedisResponseCache(ctx.options.helicone_redis)
         if self.cache is None:
             directory = config.cache_dir(ctx.options.helicone_data_dir, ctx.options.helicone_cache_dir)
             self.cache = ResponseCache(
@@ -84,7 +105,7 @@ class HeliconeCache:
             # inline: a WAL read costs tens of microseconds, less than a thread hop
             hit = self._cache().lookup(rec.cache_key, opts.bucket_size)
         except Exception:
-            self.counters["cache_read_errors"] += 1
+            self.errors["cache_read_errors"] += 1
             logger.exception("helicone: cache lookup failed; treating as a miss")
             hit = None
         if hit is None or not self._answer(flow, rec, *hit):
@@ -104,7 +125,7 @@ class HeliconeCache:
                 [(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for k, v in hdrs],
             )
         except Exception:
-            self.counters["cache_read_errors"] += 1
+            self.errors["cache_read_errors"] += 1
             logger.exception("helicone: unusable cache entry; treating as a miss")
             return False
         call = rec.call
@@ -137,5 +158,5 @@ class HeliconeCache:
             )
             self._cache().store(rec.cache_key, opts.bucket_size, entry, opts.ttl_s)
         except Exception:
-            self.counters["cache_write_errors"] += 1
+            self.errors["cache_write_errors"] += 1
             logger.exception("helicone: cache save failed")

@@ -9,6 +9,7 @@ bind stops startup.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions
 
@@ -35,16 +36,10 @@ def describe_listener(host: str, port: int) -> str:
     return f"another program holds {url}"
 
 
-def _extra_routes() -> dict:
-    """GET /metrics (HeliconeExporters), when the API server takes extra routes."""
-    import inspect
-
-    from helicone_addon.api import ApiServer
-
+def _extra_routes() -> list:
+    """Routes other addons serve on the API: GET /metrics (HeliconeExporters)."""
     exporters = ctx.master.addons.get("heliconeexporters")
-    if exporters is None or "extra_routes" not in inspect.signature(ApiServer).parameters:
-        return {}
-    return {"extra_routes": exporters.routes()}
+    return exporters.routes() if exporters is not None else []
 
 
 class HeliconeApi:
@@ -57,12 +52,20 @@ class HeliconeApi:
             "Port of the local Helicone API (feedback, scores, query, async log ingestion); 0 turns it off.",
         )
         loader.add_option("helicone_api_host", str, "127.0.0.1", "Listen address of the local Helicone API.")
+        loader.add_option(
+            "helicone_api_open", bool, False,
+            "Serve the local API without its token (<data dir>/api-token); Host/Origin checks stay on.",
+        )
+        loader.add_option(
+            "helicone_api_hosts", Sequence[str], [],
+            "Extra names the local API accepts in Host/Origin besides localhost, 127.0.0.1, [::1] ('*': any).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "helicone_api_port" in updated and not 0 <= ctx.options.helicone_api_port <= 65535:
             raise exceptions.OptionsError("helicone_api_port must be between 0 and 65535")
         if self.server is not None and updated & {"helicone_api_port", "helicone_api_host", "helicone_data_dir",
-                                                 "helicone_db"}:
+                                                 "helicone_db", "helicone_api_open", "helicone_api_hosts"}:
             self.done()
             self.running()
 
@@ -80,7 +83,10 @@ class HeliconeApi:
                 lambda: auth.keys if auth is not None else frozenset(),
                 log.store.submit,
                 lambda: log.price_overrides,
-                **_extra_routes(),
+                data_dir=ctx.options.helicone_data_dir,
+                open=ctx.options.helicone_api_open,
+                hosts=ctx.options.helicone_api_hosts,
+                extra_routes=_extra_routes(),
             ).start()
         except OSError as e:
             if port == config.DEFAULT_API_PORT:

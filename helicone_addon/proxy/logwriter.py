@@ -7,6 +7,7 @@ here). There the row is built (usage, cost, redaction: record.py), the flow's ro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -17,14 +18,19 @@ from helicone_addon import config, pricing
 from helicone_addon.proxy.flowrecord import META, FlowRecord
 from helicone_addon.record import build_row
 from helicone_addon.store import LogStore
+from helicone_addon.store.gauges import has_table, write_gauges
 
 logger = logging.getLogger("helicone_addon")
+
+COUNTER_PERIOD_S = 2.0
 
 
 class HeliconeLog:
     def __init__(self) -> None:
         self.store: LogStore | None = None
         self.price_overrides: dict | None = None
+        self.shipper = None  # fleet.postgres.Shipper when helicone_postgres is set
+        self._publisher: asyncio.Task | None = None
         self._opened: Path | None = None
         self._running = False
 
@@ -49,6 +55,11 @@ class HeliconeLog:
             "helicone_max_db_mb", int, 0,
             "Keep the log database under this size in MiB by deleting the oldest calls (0: no limit).",
         )
+        loader.add_option(
+            "helicone_postgres", str, "",
+            "Fleet mode: postgresql://user@host:port/db that every replica ships its log to (the local "
+            "SQLite stays the write-ahead outbox; needs the 'fleet' extra). Empty: local log only.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -65,7 +76,14 @@ class HeliconeLog:
         if self.store is not None and updated & {"helicone_retention_days", "helicone_max_db_mb"}:
             self.store.retention_days = opts.helicone_retention_days
             self.store.max_db_bytes = opts.helicone_max_db_mb * 1024 * 1024
-        if self._running and updated & {"helicone_data_dir", "helicone_db"}:
+        if "helicone_postgres" in updated and opts.helicone_postgres:
+            from helicone_addon.fleet import is_postgres_url
+
+            if not is_postgres_url(opts.helicone_postgres):
+                raise exceptions.OptionsError(
+                    f"helicone_postgres must be a postgresql:// URL, not {opts.helicone_postgres!r}")
+        if self._running and updated & {"helicone_data_dir", "helicone_db", "helicone_postgres"}:
+            self._close()
             self._open()
 
     def running(self) -> None:
@@ -95,8 +113,48 @@ class HeliconeLog:
         ).start()
         self._opened = path
         logger.info("helicone: logging LLM calls to %s", path)
+        self._start_shipper(path)
+        self._publisher = asyncio.get_running_loop().create_task(self._publish_counters(path))
+
+    def _start_shipper(self, path: Path) -> None:
+        url = ctx.options.helicone_postgres
+        if not url:
+            if has_table(path, "shipper_state"):
+                from helicone_addon.fleet.outbox import unregister
+
+                unregister(path)  # a shipper configured once and then removed: stop queueing for it
+            return
+        from helicone_addon.fleet.postgres import Shipper
+
+        self.shipper = Shipper(path, url).start()
+        logger.info("helicone: shipping the log to %s", url.split("@")[-1])
+
+    async def _publish_counters(self, path: Path) -> None:
+        """Every few seconds, the counters of the other addons (cache, rate limits, Redis) into the
+        log's `store_counters` table, where users query them."""
+        last: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(COUNTER_PERIOD_S)
+            values: dict[str, int] = {}
+            for addon in ctx.master.addons.chain:
+                counters = getattr(addon, "counters", None)
+                if isinstance(counters, dict) and addon is not self:
+                    values.update(counters)
+            changed = {k: v for k, v in values.items() if last.get(k) != v}
+            if changed:
+                try:
+                    await asyncio.to_thread(write_gauges, path, changed)
+                    last.update(changed)
+                except Exception as e:  # a locked or read-only log: try again next period
+                    logger.debug("helicone: counters not written: %s", e)
 
     def _close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self._publisher = None
+        if self.shipper is not None:
+            self.shipper.stop()
+            self.shipper = None
         if self.store is not None:
             self.store.close()
             self.store = None

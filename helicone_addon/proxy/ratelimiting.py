@@ -10,18 +10,40 @@ from mitmproxy import ctx, http
 
 from helicone_addon import config, headers, ratelimit, usage
 from helicone_addon.proxy.calls import SIGNED_PROVIDERS
-from helicone_addon.proxy.flowrecord import error_response, record_of, short_circuit
+from helicone_addon.proxy.flowrecord import error_response, json_response, record_of, short_circuit
 
 logger = logging.getLogger("helicone_addon")
 
 
+def fails_closed(exc: Exception) -> bool:
+    if not ctx.options.helicone_redis:
+        return False
+    from helicone_addon.fleet.redis_ratelimit import RateLimitBackendUnavailable
+
+    return isinstance(exc, RateLimitBackendUnavailable)
+
+
 class HeliconeRateLimit:
     def __init__(self) -> None:
-        self.limiter: ratelimit.RateLimiter | None = None
-        self.counters = {"ratelimit_errors": 0}
+        self.limiter = None  # ratelimit.RateLimiter (diskcache) or fleet.redis_ratelimit.RedisRateLimiter
+        self.errors = {"ratelimit_errors": 0}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Published in the log's `store_counters` table (and /metrics)."""
+        backend = getattr(self.limiter, "counters", None)
+        return {**self.errors, **backend} if isinstance(backend, dict) else dict(self.errors)
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "helicone_redis_fail", str, "open",
+            "When helicone_redis cannot answer within 50 ms: 'open' lets rate-limited calls through, "
+            "'closed' answers them 429 (X-Helicone-Error: rate limit backend unavailable).",
+            choices=["open", "closed"],
+        )
 
     def configure(self, updated: set[str]) -> None:
-        if "helicone_data_dir" in updated:
+        if updated & {"helicone_data_dir", "helicone_redis", "helicone_redis_fail"}:
             self.done()
 
     def done(self) -> None:
@@ -29,7 +51,11 @@ class HeliconeRateLimit:
             self.limiter.close()
             self.limiter = None
 
-    def _limiter(self) -> ratelimit.RateLimiter:
+    def _limiter(self):
+        if self.limiter is None and ctx.options.helicone_redis:
+            from helicone_addon.fleet.redis_ratelimit import RedisRateLimiter
+
+            self.limiter = RedisRateLimiter(ctx.options.helicone_redis, fail=ctx.options.helicone_redis_fail)
         if self.limiter is None:
             self.limiter = ratelimit.RateLimiter(str(config.ratelimit_dir(ctx.options.helicone_data_dir)))
         return self.limiter
@@ -59,8 +85,14 @@ class HeliconeRateLimit:
         limiter = self._limiter()
         try:
             decision = await asyncio.to_thread(limiter.check_and_consume, key, policy)
-        except Exception:
-            self.counters["ratelimit_errors"] += 1
+        except Exception as e:
+            if fails_closed(e):  # fleet mode, Redis down, helicone_redis_fail=closed
+                call.rate_limited = True
+                resp = json_response(e.status, {"error": {"type": "rate_limit_backend_unavailable", "message": str(e)}},
+                                     [e.header])
+                short_circuit(flow, rec, "ratelimit", resp, str(e))
+                return
+            self.errors["ratelimit_errors"] += 1
             logger.exception("helicone: rate limiter failed; letting the call through")
             return
         rec.rate_limit_key = key
@@ -78,7 +110,7 @@ class HeliconeRateLimit:
         )
         short_circuit(flow, rec, "ratelimit", resp, "rate limited by Helicone-RateLimit-Policy")
 
-    def _charge(self, limiter: ratelimit.RateLimiter, key: str, policy: ratelimit.Policy):
+    def _charge(self, limiter, key: str, policy: ratelimit.Policy):
         """A row listener: charge a `u=cents` window with what the call cost (writer thread)."""
 
         def charge(row: dict, props: list) -> None:
