@@ -38,7 +38,8 @@ class HeliconeExporters:
         if self.hub is None:
             from helicone_addon.exporters.hub import Exporters
 
-            self.hub = Exporters(store_counters=self._store_counters)
+            self.hub = Exporters(store_counters=self._store_counters, shipper_lag=self._shipper_lag)
+            self.hub.metrics.add_counters("helicone_fleet_shipper", self._shipper_counters, "Fleet shipper (PostgreSQL)")
         if updated & OTLP_OPTIONS:
             opts = ctx.options
             try:
@@ -51,6 +52,20 @@ class HeliconeExporters:
         log = ctx.master.addons.get("heliconelog")
         store = getattr(log, "store", None)
         return dict(store.counters) if store is not None else {}
+
+    @staticmethod
+    def _shipper_lag() -> dict:
+        """The fleet shipper's lag (rows waiting, age in seconds of the oldest), when it runs."""
+        shipper = getattr(ctx.master.addons.get("heliconelog"), "shipper", None)
+        if shipper is None:
+            return {}
+        lag = shipper.lag()
+        return {"rows": lag.rows, "seconds": lag.seconds}
+
+    @staticmethod
+    def _shipper_counters() -> dict:
+        shipper = getattr(ctx.master.addons.get("heliconelog"), "shipper", None)
+        return dict(shipper.counters) if shipper is not None else {}
 
     def routes(self) -> list:
         """Routes for the local API: GET /metrics."""
