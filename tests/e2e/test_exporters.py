@@ -152,12 +152,9 @@ def test_a_down_collector_never_breaks_calls(make_proxy, monkeypatch):
 
 # -- /metrics -------------------------------------------------------------------------------------
 def api_headers(p) -> dict:
-    try:
-        from helicone_addon.security import read_token
-    except ImportError:
-        return {}
-    token = read_token(p.data_dir)
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    from helicone_addon.security import read_token
+
+    return {"Authorization": f"Bearer {read_token(p.data_dir)}"}
 
 
 def scrape(p) -> dict:
@@ -215,6 +212,7 @@ def test_metrics_match_the_log_after_a_mixed_run(make_proxy, receiver, monkeypat
     ids.append(retried.headers["helicone-id"])
 
     rows = [p.row(rid) for rid in ids]
+    assert httpx.get(f"http://127.0.0.1:{p.api_port}/metrics", timeout=10).status_code == 401  # the API's token
     got = scrape(p)
     assert sum(r["cache_hit"] for r in rows) == 1 and sum(r["rate_limited"] for r in rows) == 1
     assert {r["status"] for r in rows} >= {200, 429, 500}
