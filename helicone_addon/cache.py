@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import random
-import re
 import sqlite3
 import time
 import zlib
@@ -51,18 +50,9 @@ __all__ = [
     "ResponseCache",
     "cache_key",
     "slot_key",
-    "ttl_from_cache_control",
-    "parse_bucket_size",
-    "parse_ignore_keys",
-    "DEFAULT_TTL_S",
-    "MAX_TTL_S",
-    "MAX_BUCKET_SIZE",
-    "CREDENTIAL_HEADERS",
+        "CREDENTIAL_HEADERS",
 ]
 
-DEFAULT_TTL_S = 604800  # 7 days (Helicone default)
-MAX_TTL_S = 31536000  # 365 days (Helicone clamp)
-MAX_BUCKET_SIZE = 20
 
 #: Request headers carrying a provider credential; they enter the key only as a hash.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
@@ -197,69 +187,6 @@ def slot_key(base: str, i: int) -> str:
     if i < 0:
         raise ValueError("slot index must be >= 0")
     return base if i == 0 else _sha256_hex(base + str(i))
-
-
-# --------------------------------------------------------------------------------------------
-# Header parsing
-# --------------------------------------------------------------------------------------------
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def ttl_from_cache_control(
-    value: str | None, default: int = DEFAULT_TTL_S, maximum: int = MAX_TTL_S
-) -> int:
-    """TTL in seconds from a `Cache-Control` value: `s-maxage=N` wins over `max-age=N`.
-
-    No value / no such directive -> `default`. Values above `maximum` are clamped. Other
-    directives are ignored. A negative, fractional or non-numeric value raises ValueError.
-    """
-    if value is None:
-        return min(default, maximum)
-    found: dict[str, int] = {}
-    for directive in value.split(","):
-        name, eq, raw = directive.partition("=")
-        name = name.strip().lower()
-        if name not in ("max-age", "s-maxage"):
-            continue
-        v = raw.strip()
-        if len(v) >= 2 and v[0] == v[-1] == '"':
-            v = v[1:-1].strip()
-        if not eq or not _DIGITS.fullmatch(v):
-            raise ValueError(
-                f"invalid Cache-Control directive {directive.strip()!r}; accepted: "
-                "max-age=N or s-maxage=N with N a whole number of seconds "
-                f"(0 or more; values over {maximum} are clamped to {maximum})"
-            )
-        found.setdefault(name, int(v))  # first occurrence wins
-    ttl = found.get("s-maxage", found.get("max-age", default))
-    return min(ttl, maximum)
-
-
-def parse_bucket_size(value: str | None) -> int:
-    """`Helicone-Cache-Bucket-Max-Size`: absent -> 1; else an integer from 1 to 20."""
-    if value is None:
-        return 1
-    v = value.strip()
-    if _DIGITS.fullmatch(v):
-        n = int(v)
-        if 1 <= n <= MAX_BUCKET_SIZE:
-            return n
-    raise ValueError(
-        f"invalid bucket size {value!r}; accepted: an integer from 1 to {MAX_BUCKET_SIZE}"
-    )
-
-
-def parse_ignore_keys(value: str | None) -> tuple[str, ...]:
-    """`Helicone-Cache-Ignore-Keys`: comma list, trimmed, empties dropped (duplicates too)."""
-    if not value:
-        return ()
-    out: dict[str, None] = {}
-    for part in value.split(","):
-        p = part.strip()
-        if p:
-            out[p] = None
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,11 +24,9 @@ from helicone_addon.cache import (
     CacheFormatError,
     ResponseCache,
     cache_key,
-    parse_bucket_size,
-    parse_ignore_keys,
     slot_key,
-    ttl_from_cache_control,
 )
+from helicone_addon.headers import parse_bucket_size, parse_ignore_keys, ttl_from_cache_control
 from servers import redis_server  # noqa: F401 - fixture
 
 URL = "https://oai.helicone.ai/v1/chat/completions"
