@@ -71,17 +71,9 @@ class HeliconeExporters:
         """Routes for the local API: GET /metrics."""
         return self.hub.routes() if self.hub is not None else []
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._subscribe(flow)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._subscribe(flow)
-
-    def _subscribe(self, flow: http.HTTPFlow) -> None:
-        rec: FlowRecord | None = flow.metadata.get(META)
-        if rec is None or rec.finished or self.hub is None:
-            return
-        if self.hub.on_row not in rec.on_row:  # response and error can both fire
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        rec: FlowRecord | None = flow.metadata.get(META)  # made by HeliconeCalls for LLM calls
+        if rec is not None and self.hub is not None:
             rec.on_row.append(self.hub.on_row)
 
     def done(self) -> None:
