@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlite_utils
 
-from . import config, reports
+from . import config, render, reports
 from .reports import Filters, ReportError
 
 DEFAULT_UI_PORT = 8001
@@ -280,181 +280,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 # logs: prompt / response text
 
 
-def _content_text(content: Any) -> str:
-    """OpenAI/Anthropic/Responses message content (str or list of parts) -> text."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict):
-                t = part.get("type")
-                if "text" in part and isinstance(part["text"], str):
-                    out.append(part["text"])
-                elif t in ("image_url", "image", "input_image"):
-                    out.append("[image]")
-                elif t in ("tool_use", "function_call"):
-                    out.append(f"[tool call {part.get('name')}: {json.dumps(part.get('input', part.get('arguments')))}]")
-                elif t == "tool_result":
-                    out.append(f"[tool result: {_content_text(part.get('content'))}]")
-                elif t:
-                    out.append(f"[{t}]")
-        return "\n".join(o for o in out if o)
-    if isinstance(content, dict):
-        return _content_text([content])
-    return str(content)
-
-
-def _gemini_parts(content: Any) -> str:
-    if not isinstance(content, dict):
-        return ""
-    out = []
-    for p in content.get("parts") or []:
-        if isinstance(p, dict):
-            if isinstance(p.get("text"), str):
-                out.append(p["text"])
-            elif "functionCall" in p:
-                out.append(f"[tool call {p['functionCall'].get('name')}]")
-    return "".join(out)
-
-
 def prompt_text(body: str | None) -> str:
-    """Human-readable prompt of a logged request body (best effort; raw body otherwise)."""
-    if not body:
-        return ""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(data, dict):
-        return body
-    parts: list[tuple[str, str]] = []
-    system = data.get("system") or data.get("instructions")
-    if system:
-        parts.append(("system", _content_text(system)))
-    if isinstance(data.get("systemInstruction"), dict):
-        parts.append(("system", _gemini_parts(data["systemInstruction"])))
-    if isinstance(data.get("messages"), list):
-        for m in data["messages"]:
-            if isinstance(m, dict):
-                parts.append((str(m.get("role", "?")), _content_text(m.get("content"))))
-    elif isinstance(data.get("contents"), list):
-        for c in data["contents"]:
-            if isinstance(c, dict):
-                parts.append((str(c.get("role", "user")), _gemini_parts(c)))
-    elif "input" in data:
-        inp = data["input"]
-        if isinstance(inp, list) and inp and all(isinstance(i, dict) for i in inp):
-            for i in inp:
-                parts.append((str(i.get("role", i.get("type", "?"))), _content_text(i.get("content", i.get("output")))))
-        else:
-            parts.append(("user", _content_text(inp) if not isinstance(inp, list) else "\n".join(map(str, inp))))
-    elif "prompt" in data:
-        p = data["prompt"]
-        parts.append(("user", p if isinstance(p, str) else json.dumps(p)))
-    else:
-        return body
-    if len(parts) == 1 and parts[0][0] == "user":
-        return parts[0][1]
-    return "\n\n".join(f"**{role}**: {text}" for role, text in parts)
+    """Human-readable prompt of a logged request body (render.py; the raw body otherwise)."""
+    return render.prompt_text(body)
 
 
-def _response_json_text(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return None
-    if isinstance(data.get("choices"), list):  # openai chat / completions (full or delta)
-        out = []
-        for ch in data["choices"]:
-            if not isinstance(ch, dict):
-                continue
-            msg = ch.get("message") or ch.get("delta") or {}
-            if isinstance(msg, dict):
-                if msg.get("content"):
-                    out.append(_content_text(msg["content"]))
-                for tc in msg.get("tool_calls") or []:
-                    fn = (tc or {}).get("function") or {}
-                    if fn.get("name"):
-                        out.append(f"[tool call {fn['name']}: {fn.get('arguments', '')}]")
-                    elif fn.get("arguments"):
-                        out.append(fn["arguments"])
-            if isinstance(ch.get("text"), str):
-                out.append(ch["text"])
-        return "".join(out)
-    if data.get("type") == "message" and isinstance(data.get("content"), list):  # anthropic
-        return _content_text(data["content"])
-    if data.get("type") == "content_block_delta":
-        d = data.get("delta") or {}
-        return d.get("text") or d.get("partial_json") or ""
-    if data.get("type") == "content_block_start":
-        b = data.get("content_block") or {}
-        if b.get("type") == "tool_use":
-            return f"[tool call {b.get('name')}] "
-        return b.get("text") or ""
-    if data.get("type") == "response.output_text.delta":  # openai responses stream
-        return data.get("delta") or ""
-    if isinstance(data.get("type"), str) and data["type"].startswith(("response.", "message_", "content_block_", "ping")):
-        return ""
-    if "output_text" in data and isinstance(data["output_text"], str):
-        return data["output_text"]
-    if isinstance(data.get("output"), list):  # openai responses
-        out = []
-        for item in data["output"]:
-            if isinstance(item, dict):
-                if item.get("type") == "message":
-                    out.append(_content_text(item.get("content")))
-                elif item.get("type") == "function_call":
-                    out.append(f"[tool call {item.get('name')}: {item.get('arguments', '')}]")
-        return "\n".join(o for o in out if o)
-    if isinstance(data.get("candidates"), list):  # gemini
-        cands = data["candidates"]
-        return _gemini_parts(cands[0].get("content")) if cands and isinstance(cands[0], dict) else ""
-    if isinstance(data.get("error"), dict):
-        return f"[error] {data['error'].get('message') or json.dumps(data['error'])}"
-    if isinstance(data.get("data"), list) and data.get("object") == "list":  # embeddings
-        return f"[{len(data['data'])} embedding(s)]"
-    return None
-
-
-def response_text(body: str | None) -> str:
-    """Human-readable output of a logged response body: JSON, SSE stream or Gemini JSON array."""
-    if not body:
-        return ""
-    stripped = body.lstrip()
-    try:
-        data = json.loads(stripped)
-    except ValueError:
-        data = None
-    if data is not None:
-        if isinstance(data, list):  # gemini streamGenerateContent without alt=sse
-            texts = [_response_json_text(d) for d in data]
-            if any(t is not None for t in texts):
-                return "".join(t or "" for t in texts)
-            return body
-        t = _response_json_text(data)
-        return body if t is None else t
-    if "data:" in body:  # server-sent events
-        out = []
-        understood = False
-        for line in body.splitlines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if not payload or payload == "[DONE]":
-                continue
-            try:
-                t = _response_json_text(json.loads(payload))
-            except ValueError:
-                continue
-            if t is not None:
-                understood = True
-                out.append(t)
-        if understood:
-            return "".join(out)
-    return body
+def response_text(body: str | None, api: str | None = None, status: int | None = None) -> str:
+    """Human-readable answer of a logged response body: JSON or a stream joined (render.py)."""
+    return render.response_text(api, body, status=status)
 
 
 def _truncate(text: str, n: int | None) -> str:
@@ -524,7 +357,7 @@ def format_log_entry(r: dict, *, usage: bool = False, truncate: int | None = Non
     if r.get("error"):
         lines.append(f"Error: {r['error']}")
     lines += ["", "## Prompt", "", _truncate(prompt_text(r.get("request_body")), truncate) or "(not logged)"]
-    lines += ["", "## Response", "", _truncate(response_text(r.get("response_body")), truncate) or "(not logged)"]
+    lines += ["", "## Response", "", _truncate(response_text(r.get("response_body"), r.get("api"), r.get("status")), truncate) or "(not logged)"]
     if usage:
         lines += ["", "## Token usage", "", _usage_line(r)]
     return "\n".join(lines) + "\n"
