@@ -2,7 +2,7 @@
 
 `register(subparsers)` adds them to the top-level parser of helicone_addon.cli; `main(argv)` runs
 them on their own (`python -m helicone_addon.cli_reports report --by model`). Each handler takes the
-parsed args and returns an exit code: 0 ok, 1 runtime problem (no database, unknown session, datasette
+parsed args and returns an exit code: 0 ok, 1 runtime problem (no database, unknown session, web view
 missing), 2 bad arguments (unknown group-by, malformed filter).
 """
 
@@ -14,7 +14,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -458,43 +457,6 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tree_labels(nodes: list[dict]) -> list[str]:
-    """Box-drawing prefixes for a depth-first node list (parents before children)."""
-    labels = []
-    for i, n in enumerate(nodes):
-        if n["depth"] == 0:
-            labels.append(n["name"])
-            continue
-        prefix = ""
-        # for each ancestor level, draw a bar if that ancestor has a later sibling
-        for level in range(1, n["depth"]):
-            prefix += "│  " if _has_later_sibling(nodes, i, level) else "   "
-        prefix += "├─ " if _has_later_sibling(nodes, i, n["depth"]) else "└─ "
-        labels.append(prefix + n["name"])
-    return labels
-
-
-def _call_prefix(nodes: list[dict], i: int) -> str:
-    """Prefix of the call lines listed under nodes[i]: continue the bars of its ancestors (and
-    its own, when it has children below)."""
-    n = nodes[i]
-    prefix = ""
-    for level in range(1, n["depth"] + 1):
-        prefix += "│  " if _has_later_sibling(nodes, i, level) else "   "
-    has_children = i + 1 < len(nodes) and nodes[i + 1]["depth"] > n["depth"]
-    return prefix + ("│  " if has_children else "   ")
-
-
-def _has_later_sibling(nodes: list[dict], i: int, depth: int) -> bool:
-    """Does the ancestor of nodes[i] at `depth` (or the node itself) have a later sibling?"""
-    for later in nodes[i + 1:]:
-        if later["depth"] < depth:
-            return False
-        if later["depth"] == depth:
-            return True
-    return False
-
-
 def _show_session(db: sqlite_utils.Database, args: argparse.Namespace, filters: Filters) -> int:
     sid = args.session_id
     nodes = reports.session_tree(db, sid, filters)
@@ -511,7 +473,7 @@ def _show_session(db: sqlite_utils.Database, args: argparse.Namespace, filters: 
     title = f"Session {sid}" + (f" — {name}" if name else "")
     headers = ["path", "calls", "errors", "prompt tok", "compl. tok", "total tok", "cost", "latency ms"]
     body: list[list[str]] = []
-    labels = _tree_labels(nodes)
+    labels = render.tree_labels(nodes)
     by_path: dict[str, list[dict]] = {}
     for c in calls:
         by_path.setdefault(c["path"], []).append(c)
@@ -531,7 +493,7 @@ def _show_session(db: sqlite_utils.Database, args: argparse.Namespace, filters: 
         )
         own = by_path.get(n["path"], [])
         if own:
-            prefix = _call_prefix(nodes, i)
+            prefix = render.call_prefix(nodes, i)
         for c in own:
             body.append(
                 [
@@ -559,54 +521,25 @@ def _session_name(db: sqlite_utils.Database, sid: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# ui (Datasette)
-
-
-def datasette_argv(db: Path, metadata_file: Path, port: int, *, open_browser: bool = False) -> list[str]:
-    """Arguments of `datasette serve` for the web view (read-only, loopback only)."""
-    from .ui import TEMPLATES_DIR
-
-    argv = [
-        "serve",
-        str(db),
-        "--metadata", str(metadata_file),
-        "--template-dir", str(TEMPLATES_DIR),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--setting", "sql_time_limit_ms", "5000",
-        "--setting", "facet_time_limit_ms", "500",
-        "--setting", "allow_download", "off",
-    ]  # fmt: skip
-    if open_browser:
-        argv.append("--open")
-    return argv
+# ui (the web view, helicone_addon/ui)
 
 
 @_run
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Browse the log in Datasette (read-only, on 127.0.0.1)."""
+    """Browse the log in the web view (read-only, on 127.0.0.1)."""
     if not 0 <= args.port <= 65535:
         raise CLIError(f"bad port {args.port}", 2)
-    open_db(args).close()  # exists, is a log, migrations (the FTS index) applied; then read-only
+    open_db(args).close()  # exists, is a log, migrations (the text index) applied; then read-only
     path = resolve_db_path(args).resolve()
     try:
-        from datasette.cli import cli as datasette_cli
-    except ImportError:
-        raise CLIError("Datasette is not installed: pip install 'helicone-addon[ui]'") from None
-    from .ui import register_plugin
-    from .ui.metadata import build_metadata, database_name
-
-    with tempfile.TemporaryDirectory(prefix="helicone-ui-") as tmp:
-        meta = Path(tmp) / "metadata.json"
-        meta.write_text(json.dumps(build_metadata(database_name(path)), indent=2))
-        argv = datasette_argv(path, meta, args.port, open_browser=args.open)
-        register_plugin()
-        where = f"http://127.0.0.1:{args.port}/{database_name(path)}" if args.port else "a free port on 127.0.0.1"
-        print(f"Serving {path} read-only on {where}", file=sys.stderr)
-        try:
-            datasette_cli.main(args=argv, prog_name="datasette", standalone_mode=False)
-        except KeyboardInterrupt:
-            pass
+        from .ui import serve
+    except ImportError as e:
+        raise CLIError(f"the web view needs the 'ui' extra ({e.name} missing): pip install 'helicone-addon[ui]'") from None
+    print(f"Serving {path} read-only on http://127.0.0.1:{args.port}/", file=sys.stderr)
+    try:
+        serve(path, "127.0.0.1", args.port, open_browser=args.open)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -667,10 +600,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "ui",
-        help="browse the log in Datasette (needs the 'ui' extra)",
-        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts.",
+        help="browse the log in the web view (needs the 'ui' extra)",
+        description="Serve the web view of the log, read-only, on 127.0.0.1: overview, requests, calls, sessions.",
     )
-    p.add_argument("--port", "-p", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT}; 0 picks a free one)")
+    p.add_argument("--port", "-p", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT})")
     p.add_argument("--open", "-o", action="store_true", help="open a browser")
     _add_db_args(p)
     p.set_defaults(func=cmd_ui)

@@ -1,7 +1,7 @@
 """The one table of the log's columns: name, SQL type, meaning, and where each is shown.
 
 Everything that lists the columns of `requests` derives from `COLUMNS`: the migrations (a column
-joins the table in the migration numbered `since`), the `logs` column list, Datasette's metadata,
+joins the table in the migration numbered `since`), the `logs` column list, the web view's column notes,
 the API's record mapping and the PostgreSQL schema. Column names are a public interface: users
 query them by hand, so a column is added, never renamed.
 """

@@ -410,3 +410,44 @@ def helicone_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
             rank = 10 if low.startswith("helicone-property-") else 20
         items.append((rank, len(items), k, "(set)" if low in HELICONE_VALUE_HIDDEN else v))
     return [(k, v) for _, _, k, v in sorted(items)]
+
+
+# ---------------------------------------------------------------------------------------------
+# session trees (`helicone-addon sessions ID` and the web view's session page)
+
+
+def tree_labels(nodes: list[dict]) -> list[str]:
+    """Box-drawing prefixes for a depth-first node list (parents before children)."""
+    labels = []
+    for i, n in enumerate(nodes):
+        if n["depth"] == 0:
+            labels.append(n["name"])
+            continue
+        prefix = ""
+        # for each ancestor level, draw a bar if that ancestor has a later sibling
+        for level in range(1, n["depth"]):
+            prefix += "│  " if _has_later_sibling(nodes, i, level) else "   "
+        prefix += "├─ " if _has_later_sibling(nodes, i, n["depth"]) else "└─ "
+        labels.append(prefix + n["name"])
+    return labels
+
+
+def call_prefix(nodes: list[dict], i: int) -> str:
+    """Prefix of the call lines listed under nodes[i]: continue the bars of its ancestors (and
+    its own, when it has children below)."""
+    n = nodes[i]
+    prefix = ""
+    for level in range(1, n["depth"] + 1):
+        prefix += "│  " if _has_later_sibling(nodes, i, level) else "   "
+    has_children = i + 1 < len(nodes) and nodes[i + 1]["depth"] > n["depth"]
+    return prefix + ("│  " if has_children else "   ")
+
+
+def _has_later_sibling(nodes: list[dict], i: int, depth: int) -> bool:
+    """Does the ancestor of nodes[i] at `depth` (or the node itself) have a later sibling?"""
+    for later in nodes[i + 1:]:
+        if later["depth"] < depth:
+            return False
+        if later["depth"] == depth:
+            return True
+    return False
