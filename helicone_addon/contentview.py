@@ -23,7 +23,13 @@ from mitmproxy import contentviews, http
 
 from helicone_addon import providers, render, usage
 
-WIDTH = 100
+WIDTH = 80  # mitmweb shows the text in a <pre> that does not wrap: about 85 columns at half a 1,400 px window
+
+
+def _text(lines: list[str]) -> str:
+    """mitmweb draws each line as a <div>; an empty one has no height, so a blank line between
+    blocks is a single space."""
+    return "\n".join(line if line else " " for line in "\n".join(lines).rstrip().split("\n")) + "\n"
 
 
 def _helicone_lines(headers: Iterable[tuple[str, str]] | None) -> list[str]:
@@ -39,7 +45,7 @@ def render_request(api: str, path: str, body: bytes, headers: Iterable[tuple[str
     turns = render.request_turns(body)
     if turns is None:
         turns = [render.Turn("user", "text", render.prompt_text(body))]
-    return "\n".join([*head, "", *render.blocks(turns, WIDTH)]).rstrip() + "\n"
+    return _text([*head, "", *render.blocks(turns, WIDTH)])
 
 
 def render_response(
@@ -72,7 +78,7 @@ def render_response(
         turns.append(render.Turn("error", "error", render.answer_text(parsed, body) or f"HTTP {status}"))
     if not turns:
         turns = [render.Turn("assistant", "text", "")]
-    return "\n".join([*head, "", *render.blocks(turns, WIDTH)]).rstrip() + "\n"
+    return _text([*head, "", *render.blocks(turns, WIDTH)])
 
 
 def _state(flow: Any) -> Any:
@@ -117,11 +123,12 @@ class LLMContentview(contentviews.Contentview):
         return render_response(api, data, metadata.content_type, status, row if isinstance(row, Mapping) else None)
 
     def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:
+        """The default view of an LLM call's bodies (above JSON's 1): the conversation, the
+        client's Helicone headers and the answer are what people open a call for; the JSON and
+        raw views stay one click away. -1 (never chosen) for anything else."""
         if not data or _api_of(metadata) in (None, providers.API_UNKNOWN):
             return -1
-        if "event-stream" in (metadata.content_type or ""):
-            return 2  # no stock view renders SSE as text
-        return 0.5  # JSON stays the default; "LLM" is one click away
+        return 2
 
 
 llm_view = LLMContentview()
