@@ -354,3 +354,50 @@ def test_pages_are_read_only_and_unknown_ids_are_404(ui, seed):
 def test_ui_without_database_fails_cleanly(tmp_path, capsys):
     assert cli_reports.main(["ui", "--db", str(tmp_path / "missing.db"), "--port", "0"]) == 1
     assert "no log database at" in capsys.readouterr().err
+
+
+def test_failed_calls_fold_into_the_model_that_answers(tmp_path):
+    from datetime import UTC, datetime
+
+    import sqlite_utils
+
+    from helicone_addon.store import migrations
+    from helicone_addon.ui import queries
+
+    db = sqlite_utils.Database(tmp_path / "log.db")
+    migrations.migrate(db)
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+
+    def row(i, model, requested, status, cost):
+        return {"id": f"id-{i}", "created_at": f"{day}T00:00:0{i}.000Z", "model": model, "model_requested": requested,
+                "status": status, "cost_usd": cost, "latency_ms": 100.0 * (i + 1),
+                "error": "boom" if status != 200 else None}
+
+    db["requests"].insert_all([
+        row(0, "gpt-4o-2024-08-06", "gpt-4o", 200, 0.01), row(1, "gpt-4o-2024-08-06", "gpt-4o", 200, 0.02),
+        row(2, "gpt-4o", "gpt-4o", 429, None),  # failed before a model answered: joins the answering model
+        row(3, "o9", "o9", 500, None),  # never answered at all: stays itself
+    ])
+    s = queries.series(db, queries.range_filters("7d"), "7d")
+    assert set(s.cost) == {"gpt-4o-2024-08-06", "o9"}
+    assert s.cost["gpt-4o-2024-08-06"][day] == pytest.approx(0.03)
+    assert (s.calls[day], s.errors[day]) == (4, 2)
+    assert (s.p50[day], s.p95[day]) == (200.0, 400.0)
+    assert day in s.buckets and len(s.buckets) == 8
+
+
+def test_charts_use_round_ticks_and_dollars():
+    from helicone_addon.ui import chart
+
+    assert chart.nice_scale(0.0019) == (0.002, 0.0005, 4)
+    assert chart.nice_scale(3, integer=True)[1] == 1.0
+    assert chart.nice_scale(4606)[:2] == (6000.0, 2000.0)
+    svg = chart.stacked_bars(["2025-05-01", "2025-05-02"], {"m": {"2025-05-01": 0.0019, "2025-05-02": 0.0004}},
+                             {"m": "#000"}, chart.fmt_usd)
+    ticks = re.findall(r'class="tick"[^>]*>([^<]+)<', svg)
+    assert ticks == ["$0", "$0.0005", "$0.0010", "$0.0015", "$0.0020", "May 1", "May 2"]
+    assert svg.count('class="seg"') == 2 and "e-0" not in svg
+    line = chart.lines(["2025-05-01", "2025-05-02"], {"p50": {"2025-05-01": 1500.0, "2025-05-02": None}},
+                       {"p50": "#000"}, chart.fmt_ms)
+    assert re.findall(r'class="tick"[^>]*>([^<]+)<', line)[:4] == ["0", "500 ms", "1 s", "1.5 s"]
+    assert line.count("<circle") == 1
