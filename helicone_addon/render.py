@@ -15,6 +15,7 @@ Pure: no mitmproxy, no web framework, no store.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,8 @@ from typing import Any
 from . import usage
 from .usage._base import compact_json, content_parts
 from .usage.types import ParsedResponse
+
+logger = logging.getLogger(__name__)
 
 MAX_TEXT = 200_000  # characters of a body kept as text when it is not understood
 
@@ -84,12 +87,15 @@ def _load(body: bytes | str | None) -> Any:
 
 
 def _role(v: Any, default: str = "user") -> str:
-    r = v if isinstance(v, str) and v else default
-    return ROLE_ALIASES.get(r, r)
+    if not isinstance(v, str) or not v:
+        return default
+    return ROLE_ALIASES.get(v, v)
 
 
 def _message_turns(role: str, content: Any) -> list[Turn]:
     """Turns of one message: adjacent text parts joined; tool calls/results take their own role."""
+    if isinstance(content, str):  # the common case, without the walk
+        return [Turn(role, "text", content)] if content.strip() else []
     out: list[Turn] = []
     for kind, text, name in content_parts(content):
         if kind in ("text", "reasoning") and not text.strip():
@@ -107,6 +113,8 @@ def _message_turns(role: str, content: Any) -> list[Turn]:
 
 def _chat_message(m: dict) -> list[Turn]:
     role = _role(m.get("role"))
+    if len(m) == 2 and isinstance(m.get("content"), str):  # {"role", "content": "..."}: most messages
+        return _message_turns(role, m["content"])
     if role == "tool":  # OpenAI tool answer
         name = m.get("tool_call_id") or m.get("name")
         text = "\n".join(t for _, t, _ in content_parts(m.get("content")) if t)
@@ -300,12 +308,16 @@ def texts(
     so a Helicone-Omit-* body leaves no text either. A caller that has already parsed the
     response body (`parsed`, from usage.parse_response of that same body) or the request JSON
     (`request_json`) passes them to save the work."""
-    p = prompt_text(request_body, request_json) if request_body is not None else None
-    r = None
-    if response_body:
-        if parsed is None:
-            parsed = parse_response(api, response_body, None, status)
-        r = answer_text(parsed, response_body)
+    try:
+        p = prompt_text(request_body, request_json) if request_body is not None else None
+        r = None
+        if response_body:
+            if parsed is None:
+                parsed = parse_response(api, response_body, None, status)
+            r = answer_text(parsed, response_body)
+    except Exception:  # a rendering bug must not cost the row: the text columns stay empty
+        logger.exception("rendering the text of a call failed")
+        return None, None
     return p or None, r or None
 
 

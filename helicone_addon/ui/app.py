@@ -29,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import render, reports
+from ..columns import DESCRIPTIONS
 from . import chart, queries
 
 UI_DIR = Path(__file__).resolve().parent
@@ -83,7 +84,7 @@ def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(UI_DIR / "templates"), autoescape=select_autoescape(["html"]))
     env.filters.update(usd=render.usd, ms=fmt_ms, num=fmt_int, pct=fmt_pct, when=fmt_when, pretty=pretty_json,
                        label=chart.bucket_label)
-    env.globals.update(ranges=queries.RANGES, status_class=status_class, tokens=render.tokens)
+    env.globals.update(ranges=queries.RANGES, status_class=status_class, tokens=render.tokens, desc=DESCRIPTIONS)
     return env
 
 
@@ -119,7 +120,7 @@ def overview(request: Request) -> Response:
     with _db(request) as db:
         data = queries.overview(db, range_key)
     s = data["series"]
-    cost = chart.top_series(s.cost)
+    cost = chart.top_series({n: v for n, v in s.cost.items() if sum(v.values()) > 0})  # no "$0" series
     colors = chart.colors_for(list(cost))
     charts = {
         "cost": chart.stacked_bars(s.buckets, cost, colors, chart.fmt_usd, hourly=s.hourly,

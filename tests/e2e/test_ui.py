@@ -401,3 +401,24 @@ def test_charts_use_round_ticks_and_dollars():
                        {"p50": "#000"}, chart.fmt_ms)
     assert re.findall(r'class="tick"[^>]*>([^<]+)<', line)[:4] == ["0", "500 ms", "1 s", "1.5 s"]
     assert line.count("<circle") == 1
+
+
+def test_every_page_answers_on_an_empty_log(tmp_path):
+    import sqlite_utils
+    from starlette.testclient import TestClient
+
+    from helicone_addon.store import migrations
+    from helicone_addon.ui import create_app
+
+    db = sqlite_utils.Database(tmp_path / "empty.db")
+    migrations.migrate(db)
+    db.close()
+    with TestClient(create_app(tmp_path / "empty.db")) as client:
+        for range_key in ("24h", "7d", "30d", "all"):
+            r = client.get("/", params={"range": range_key})
+            assert r.status_code == 200 and "No calls in this range." in r.text
+        assert "No calls match." in client.get("/requests", params={"q": "anything", "model": "x"}).text
+        assert "No sessions" in client.get("/sessions").text
+        assert client.get("/", params={"range": "1y"}).status_code == 400
+        assert client.get("/requests", params={"page": "zero"}).status_code == 400
+        assert client.get("/requests", params={"prop": "novalue"}).status_code == 400
