@@ -119,8 +119,9 @@ class _Frame:
             self.parts.append(f'<text class="tick" x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">'
                               f"{escape(self.fmt(v, self.decimals))}</text>")
         every = max(1, math.ceil(len(self.buckets) / max(1, self.plot_w // 70)))
+        last = len(self.buckets) - 1
         for i, b in enumerate(self.buckets):
-            if i % every == 0:
+            if (last - i) % every == 0:  # counted back from the latest bucket, which is always labelled
                 self.parts.append(f'<text class="tick" x="{self.x_center(i):.1f}" y="{self.height - 8}" '
                                   f'text-anchor="middle">{escape(bucket_label(b, self.hourly))}</text>')
         base = self.y(0)
