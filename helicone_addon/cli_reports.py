@@ -38,7 +38,8 @@ class CLIError(Exception):
 
 def _add_db_args(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     default = argparse.SUPPRESS if suppress else None
-    p.add_argument("--db", metavar="PATH", default=default, help="log database (default: <data dir>/helicone.db)")
+    p.add_argument("--db", metavar="PATH", default=default,
+                   help="log database (default: <data dir>/helicone.db), or postgresql://... for the fleet's log")
     p.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -80,8 +81,21 @@ def resolve_db_path(args: argparse.Namespace) -> Path:
     return config.db_path(getattr(args, "data_dir", None), getattr(args, "db", None))
 
 
-def open_db(args: argparse.Namespace) -> sqlite_utils.Database:
-    """Open an existing log and apply pending migrations (as `llm logs` does): the FTS index is one."""
+def open_db(args: argparse.Namespace, *, filters: Filters | None = None, bodies: bool = True,
+            newest: int | None = None) -> sqlite_utils.Database:
+    """Open an existing log and apply pending migrations (as `llm logs` does): the FTS index is one.
+
+    `--db postgresql://...` reads the fleet's log instead: an in-memory copy of the part that
+    `filters` selects (see helicone_addon.fleet.pgread); `bodies` and `newest` only narrow it."""
+    from .fleet import is_postgres_url
+
+    if is_postgres_url(getattr(args, "db", None)):
+        from .fleet.pgread import FleetReadError, open_report_db
+
+        try:
+            return open_report_db(args.db, filters=filters, bodies=bodies, newest=newest)
+        except FleetReadError as e:
+            raise CLIError(str(e)) from None
     path = resolve_db_path(args)
     if not path.is_file():
         raise CLIError(f"no log database at {path} (run the proxy first, or pass --db / --data-dir)")
@@ -250,7 +264,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ReportError as e:
         raise CLIError(str(e), 2) from None
     filters = _filters(args)
-    db = open_db(args)
+    db = open_db(args, filters=filters, bodies=False)
     rows = reports.report(db, groups, filters, sort=args.sort)
     columns = [*groups, *reports.METRICS]
     if args.json:
@@ -385,7 +399,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     filters = _filters(args)
     if args.count is not None and args.count < 0:
         raise CLIError("-n must be >= 0 (0 shows all)", 2)
-    db = open_db(args)
+    db = open_db(args, filters=filters, newest=None if args.query else args.count)
     rows = reports.logs(db, filters, limit=args.count, query=args.query)
     if args.json:
         for r in rows:
@@ -426,7 +440,7 @@ def cmd_logs_path(args: argparse.Namespace) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     """List sessions, or show one session as a tree by session_path."""
     filters = _filters(args)
-    db = open_db(args)
+    db = open_db(args, filters=filters, bodies=False)
     if args.session_id:
         return _show_session(db, args, filters)
     rows = reports.sessions(db, filters, limit=args.count or None)
@@ -529,6 +543,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Browse the log in the web view (read-only, on 127.0.0.1)."""
     if not 0 <= args.port <= 65535:
         raise CLIError(f"bad port {args.port}", 2)
+    from .fleet import is_postgres_url
+
+    if is_postgres_url(getattr(args, "db", None)):
+        raise CLIError("ui browses a local SQLite log; read the fleet's log with report, logs or sessions --db", 2)
     open_db(args).close()  # exists, is a log, migrations (the text index) applied; then read-only
     path = resolve_db_path(args).resolve()
     try:

@@ -8,10 +8,10 @@ blank line between blocks and long lines wrapped. An error body is shown as the 
 `render_request` / `render_response` are plain functions; `LLMContentview` adapts them to
 mitmproxy 12's contentview API and is registered by the addon.
 
-What the view reads from a flow (all optional): `flow.metadata["helicone"]`, the addon's per-flow
-record, for `api` (wire format), `request_headers` (the headers as the client sent them) and
-`row` (the logged row, for cost); `flow.metadata["helicone_client_headers"]` (name, value pairs)
-wins over `request_headers` when present.
+What the view reads from a flow (all optional): `flow.metadata["helicone"].call`, the call's facts
+in the addon's per-flow record, for `api` (wire format) and `request_headers` (the headers as the
+client sent them); `flow.metadata["helicone_row"]`, the logged row once built (for its cost);
+`flow.metadata["helicone_client_headers"]` (name, value pairs), which wins over `request_headers`.
 """
 
 from __future__ import annotations
@@ -82,7 +82,11 @@ def render_response(
 
 
 def _state(flow: Any) -> Any:
-    return flow.metadata.get("helicone") if isinstance(flow, http.HTTPFlow) else None
+    """The call's facts on a flow: the addon's record keeps them as `.call` (a record.CallState)."""
+    if not isinstance(flow, http.HTTPFlow):
+        return None
+    rec = flow.metadata.get("helicone")
+    return getattr(rec, "call", rec)
 
 
 def _api_of(metadata: contentviews.Metadata) -> str | None:
@@ -119,7 +123,7 @@ class LLMContentview(contentviews.Contentview):
         status = msg.status_code if isinstance(msg, http.Response) else None
         if isinstance(flow, http.HTTPFlow) and api == providers.API_UNKNOWN:
             api = providers.api_for(None, flow.request.path)
-        row = getattr(_state(flow), "row", None)
+        row = flow.metadata.get("helicone_row") if isinstance(flow, http.HTTPFlow) else None
         return render_response(api, data, metadata.content_type, status, row if isinstance(row, Mapping) else None)
 
     def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:

@@ -5,6 +5,7 @@ from mitmproxy.test import tflow
 
 from helicone_addon import render
 from helicone_addon.contentview import llm_view, render_request, render_response
+from helicone_addon.proxy.flowrecord import FlowRecord
 from helicone_addon.record import CallState
 
 
@@ -81,11 +82,11 @@ def test_view_shows_the_headers_the_client_sent_before_they_were_stripped():
     state = CallState(id="x", started_at=0.0, api="openai-chat",
                       request_headers=[("Helicone-User-Id", "alice"), ("Helicone-Session-Id", "s1"),
                                        ("Helicone-Property-Feature", "search")])
-    f.metadata["helicone"] = state
+    f.metadata["helicone"] = FlowRecord(call=state, url_parts=("https", "api.openai.com", 443))
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
     text = llm_view.prettify(body, contentviews.Metadata(flow=f, content_type="application/json", http_message=f.request))
     assert "Helicone-User-Id: alice" in text and "Helicone-Property-Feature: search" in text
-    state.row = {"cost_usd": 0.25}
+    f.metadata["helicone_row"] = {"cost_usd": 0.25}  # the logged row, once built
     resp = llm_view.prettify(b'{"choices": [{"message": {"content": "ok"}}]}',
                              contentviews.Metadata(flow=f, content_type="application/json", http_message=f.response))
     assert "cost: $0.25" in resp and "[assistant]\nok" in resp
