@@ -146,8 +146,22 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _bool(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "true"
+# Headers that take a boolean: `true` / `false`, any letter case, surrounding spaces ignored.
+BOOLEAN_HEADERS = (H_OMIT_REQUEST, H_OMIT_RESPONSE, H_CACHE_ENABLED, H_CACHE_SAVE, H_CACHE_READ,
+                   H_RETRY_ENABLED, H_STREAM_USAGE)
+BOOLEAN_FORM = "true or false"
+
+
+def _flag(name: str, value: str | None) -> bool:
+    """A boolean header's value; absent is false. Anything but true/false is a HeaderError."""
+    if value is None:
+        return False
+    v = value.strip().lower()
+    if v == "true":
+        return True
+    if v == "false":
+        return False
+    raise HeaderError(name, f"{value!r} is not a boolean; accepted: {BOOLEAN_FORM}")
 
 
 def _int(name: str, value: str, lo: int | None = None, hi: int | None = None, form: str = "") -> int:
@@ -203,10 +217,12 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         request_id = new_request_id()
         client_rid = rid or None
 
+    # Each boolean on its own: a bad one is off (lenient) without dropping its neighbours.
+    flags = {name: lenient(lambda name=name: _flag(name, h.get(name)), False) for name in BOOLEAN_HEADERS}
     auth = h.get(H_AUTH)
-    cache = lenient(lambda: _cache_options(h), CacheOptions())
+    cache = lenient(lambda: _cache_options(h, flags), CacheOptions())
     rate_limit = lenient(lambda: _rate_limit(h), None)
-    retry = lenient(lambda: _retry(h), None)
+    retry = lenient(lambda: _retry(h, flags[H_RETRY_ENABLED]), None)
     fallbacks = lenient(lambda: _fallbacks(h), ())
     target_url = lenient(lambda: _target_url(h), None)
 
@@ -219,8 +235,8 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         session_path=h.get(H_SESSION_PATH) or None,
         session_name=h.get(H_SESSION_NAME) or None,
         properties=properties,
-        omit_request=h.get(H_OMIT_REQUEST) == "true",
-        omit_response=h.get(H_OMIT_RESPONSE) == "true",
+        omit_request=flags[H_OMIT_REQUEST],
+        omit_response=flags[H_OMIT_RESPONSE],
         cache=cache,
         rate_limit=rate_limit,
         retry=retry,
@@ -228,12 +244,12 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         target_url=target_url,
         target_provider=h.get(H_TARGET_PROVIDER) or None,
         model_override=h.get(H_MODEL_OVERRIDE) or None,
-        stream_usage=_bool(h.get(H_STREAM_USAGE)),
+        stream_usage=flags[H_STREAM_USAGE],
         warnings=tuple(warnings),
     )
 
 
-def _cache_options(h: dict[str, str]) -> CacheOptions:
+def _cache_options(h: dict[str, str], flags: dict[str, bool]) -> CacheOptions:
     from . import cache as cache_mod
 
     # Helicone checks the bucket size on every request, cache on or off.
@@ -243,9 +259,9 @@ def _cache_options(h: dict[str, str]) -> CacheOptions:
             bucket = cache_mod.parse_bucket_size(h[H_CACHE_BUCKET])
         except ValueError as e:
             raise HeaderError(H_CACHE_BUCKET, str(e)) from None
-    enabled = _bool(h.get(H_CACHE_ENABLED))
-    read = enabled or _bool(h.get(H_CACHE_READ))
-    write = enabled or _bool(h.get(H_CACHE_SAVE))
+    enabled = flags[H_CACHE_ENABLED]
+    read = enabled or flags[H_CACHE_READ]
+    write = enabled or flags[H_CACHE_SAVE]
     if not (read or write):
         return CacheOptions(bucket_size=bucket)
     try:
@@ -274,10 +290,8 @@ def _rate_limit(h: dict[str, str]):
         raise HeaderError(H_RATE_LIMIT, str(e)) from None
 
 
-def _retry(h: dict[str, str]):
-    if not _bool(h.get(H_RETRY_ENABLED)):
-        if H_RETRY_ENABLED in h and h[H_RETRY_ENABLED].strip().lower() != "false":
-            raise HeaderError(H_RETRY_ENABLED, f"{h[H_RETRY_ENABLED]!r}; accepted: true or false")
+def _retry(h: dict[str, str], enabled: bool):
+    if not enabled:
         return None
     from .retry import RetryPolicy
 

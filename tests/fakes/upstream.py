@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "cases"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "cases"  # tests/data/corpus
 
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "!"]
 
