@@ -8,7 +8,7 @@
 #
 # Where it looks, in order: $PYTHON; every python3.N / python3 / python on PATH (a pyenv or asdf shim
 # that fails is skipped, and the next one on PATH is tried); pyenv's versions (`pyenv root`,
-# $PYENV_ROOT, ~/.pyenv); `uv python find`; /usr/local/bin, /usr/bin, /opt/homebrew/bin, ~/.local/bin.
+# $PYENV_ROOT, ~/.pyenv, the root above a shims directory on PATH); `uv python find`; /usr/local/bin, /usr/bin, /opt/homebrew/bin, ~/.local/bin.
 # Within each place 3.12 (the version the tests run on) comes before newer ones.
 set -euo pipefail
 
@@ -26,11 +26,15 @@ candidates() {
   for name in python3.12 python3.13 python3.14 python3.15 python3 python; do
     type -ap "$name" 2>/dev/null || true
   done
-  # pyenv, wherever its root is
+  # pyenv, wherever its root is (also: the parent of a shims directory on PATH)
   {
     if command -v pyenv >/dev/null 2>&1; then pyenv root 2>/dev/null || true; fi
     [ -n "${PYENV_ROOT:-}" ] && echo "$PYENV_ROOT"
     echo "$HOME/.pyenv"
+    local IFS=:
+    for dir in $PATH; do
+      case "$dir" in */shims) echo "${dir%/shims}" ;; esac
+    done
   } | while read -r root; do
     [ -d "$root/versions" ] || continue
     for dir in "$root"/versions/3.*; do

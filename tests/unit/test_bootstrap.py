@@ -97,6 +97,17 @@ def test_failing_pyenv_shim_is_skipped_and_pyenv_root_is_asked(machine, tmp_path
     assert r.stdout.strip() == str(good)
 
 
+def test_pyenv_root_above_the_failing_shims_dir(machine, tmp_path):
+    """No `pyenv` command, no PYENV_ROOT, HOME elsewhere: the shims directory on PATH says where pyenv is."""
+    env, _, _ = machine
+    root = tmp_path / "opt-pyenv"
+    _script(root / "shims" / "python3.12", PYENV_SHIM)
+    good = _pyenv_python(root, "3.12.1")
+    r = find({**env, "PATH": f"{root / 'shims'}:{env['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(good)
+
+
 def test_pyenv_root_from_the_environment(machine, tmp_path):
     env, _, _ = machine
     root = tmp_path / "pyenv-root"
