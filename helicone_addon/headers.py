@@ -148,8 +148,22 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _bool(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "true"
+# Headers that take a boolean: `true` / `false`, any letter case, surrounding spaces ignored.
+BOOLEAN_HEADERS = (H_OMIT_REQUEST, H_OMIT_RESPONSE, H_CACHE_ENABLED, H_CACHE_SAVE, H_CACHE_READ,
+                   H_RETRY_ENABLED, H_STREAM_USAGE)
+BOOLEAN_FORM = "true or false"
+
+
+def _flag(name: str, value: str | None) -> bool:
+    """A boolean header's value; absent is false. Anything but true/false is a HeaderError."""
+    if value is None:
+        return False
+    v = value.strip().lower()
+    if v == "true":
+        return True
+    if v == "false":
+        return False
+    raise HeaderError(name, f"{value!r} is not a boolean; accepted: {BOOLEAN_FORM}")
 
 
 def _int(name: str, value: str, lo: int | None = None, hi: int | None = None, form: str = "") -> int:
@@ -205,10 +219,12 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         request_id = new_request_id()
         client_rid = rid or None
 
+    # Each boolean on its own: a bad one is off (lenient) without dropping its neighbours.
+    flags = {name: lenient(lambda name=name: _flag(name, h.get(name)), False) for name in BOOLEAN_HEADERS}
     auth = h.get(H_AUTH)
-    cache = lenient(lambda: _cache_options(h), CacheOptions())
+    cache = lenient(lambda: _cache_options(h, flags), CacheOptions())
     rate_limit = lenient(lambda: _rate_limit(h), None)
-    retry = lenient(lambda: _retry(h), None)
+    retry = lenient(lambda: _retry(h, flags[H_RETRY_ENABLED]), None)
     fallbacks = lenient(lambda: _fallbacks(h), ())
     target_url = lenient(lambda: _target_url(h), None)
 
@@ -221,8 +237,8 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         session_path=h.get(H_SESSION_PATH) or None,
         session_name=h.get(H_SESSION_NAME) or None,
         properties=properties,
-        omit_request=h.get(H_OMIT_REQUEST) == "true",
-        omit_response=h.get(H_OMIT_RESPONSE) == "true",
+        omit_request=flags[H_OMIT_REQUEST],
+        omit_response=flags[H_OMIT_RESPONSE],
         cache=cache,
         rate_limit=rate_limit,
         retry=retry,
@@ -230,7 +246,7 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         target_url=target_url,
         target_provider=h.get(H_TARGET_PROVIDER) or None,
         model_override=h.get(H_MODEL_OVERRIDE) or None,
-        stream_usage=_bool(h.get(H_STREAM_USAGE)),
+        stream_usage=flags[H_STREAM_USAGE],
         warnings=tuple(warnings),
     )
 
@@ -299,7 +315,7 @@ def parse_ignore_keys(value: str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _cache_options(h: dict[str, str]) -> CacheOptions:
+def _cache_options(h: dict[str, str], flags: dict[str, bool]) -> CacheOptions:
     # Helicone checks the bucket size on every request, cache on or off.
     bucket = 1
     if H_CACHE_BUCKET in h:
@@ -307,9 +323,9 @@ def _cache_options(h: dict[str, str]) -> CacheOptions:
             bucket = parse_bucket_size(h[H_CACHE_BUCKET])
         except ValueError as e:
             raise HeaderError(H_CACHE_BUCKET, str(e)) from None
-    enabled = _bool(h.get(H_CACHE_ENABLED))
-    read = enabled or _bool(h.get(H_CACHE_READ))
-    write = enabled or _bool(h.get(H_CACHE_SAVE))
+    enabled = flags[H_CACHE_ENABLED]
+    read = enabled or flags[H_CACHE_READ]
+    write = enabled or flags[H_CACHE_SAVE]
     if not (read or write):
         return CacheOptions(bucket_size=bucket)
     try:
@@ -338,10 +354,8 @@ def _rate_limit(h: dict[str, str]):
         raise HeaderError(H_RATE_LIMIT, str(e)) from None
 
 
-def _retry(h: dict[str, str]):
-    if not _bool(h.get(H_RETRY_ENABLED)):
-        if H_RETRY_ENABLED in h and h[H_RETRY_ENABLED].strip().lower() != "false":
-            raise HeaderError(H_RETRY_ENABLED, f"{h[H_RETRY_ENABLED]!r}; accepted: true or false")
+def _retry(h: dict[str, str], enabled: bool):
+    if not enabled:
         return None
     from .retry import RetryPolicy
 
