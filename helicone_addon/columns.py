@@ -65,6 +65,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("request_body", str, "request body as sent (searchable)"),
     Column("response_headers", str, "response headers, JSON", in_logs=False),
     Column("response_body", str, "response body as received, streams as raw events (searchable)"),
+    Column(
+        "stream_offsets", str,
+        "arrival of a streamed response: JSON list of [ms since the request, bytes of the decoded "
+        "body received by then], one pair per network chunk",
+        since=6, in_logs=False,
+    ),
+    Column("replayed_from", str, "when answered from a recording (replay mode): id of the recorded call", since=6),
+    Column("rerun_of", str, "when sent by `helicone-addon rerun` (Helicone-Rerun-Of): id of the original call", since=6),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}

@@ -95,3 +95,13 @@ def m005_fts(db: sqlite_utils.Database) -> None:
     executescript, which commits as it goes).
     """
     db["requests"].enable_fts(["request_body", "response_body"], create_triggers=True, replace=True)
+
+
+@migration
+def m006_replay(db: sqlite_utils.Database) -> None:
+    """Record and replay: chunk arrival of streams, and the links of replayed and re-run calls."""
+    for name, typ in added_in(6).items():
+        if name not in db["requests"].columns_dict:  # a re-run after an interrupted first run
+            db["requests"].add_column(name, typ)
+    db["requests"].create_index(["replayed_from"], if_not_exists=True)
+    db["requests"].create_index(["rerun_of"], if_not_exists=True)
