@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     from helicone_addon import cli_reports
 
     cli_reports.register(sub)
+    from helicone_addon.export import cli as export_cli
+
+    export_cli.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
