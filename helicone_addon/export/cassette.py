@@ -145,14 +145,25 @@ def write_cassette(rows: Iterable[dict[str, Any]], out: TextIO) -> int:
     out.write(yaml.dump({"version": VERSION, "recorded_with": f"helicone-addon {__version__}"},
                         Dumper=_Dumper, sort_keys=False))
     n = 0
+    pending = None
     for row in rows:
-        if n == 0:
+        if pending is None:
             out.write("calls:\n")
-        out.write(yaml.dump([entry_from_row(row)], Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096))
+        else:
+            out.write(_continued(pending))
+        pending = yaml.dump([entry_from_row(row)], Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096)
         n += 1
-    if n == 0:
+    if pending is None:
         out.write("calls: []\n")
+    else:
+        out.write(pending)
     return n
+
+
+def _continued(dumped: str) -> str:
+    """An entry that another entry follows: without the document-end marker the emitter adds
+    after a text that keeps its trailing blank lines (the next entry ends that text itself)."""
+    return dumped[: -len("...\n")] if dumped.endswith("\n...\n") else dumped
 
 
 # --------------------------------------------------------------------------------------------
