@@ -17,7 +17,7 @@ from typing import Any
 
 from . import pricing, usage
 from .columns import USAGE_COLUMNS
-from .headers import CallOptions
+from .headers import H_RERUN_OF, CallOptions
 from .redact import redact_headers, redact_url
 from .usage.types import ParsedResponse, RequestInfo, Usage
 
@@ -208,6 +208,8 @@ def build_row(
         "request_body": None if omit_req else _text(state.request_body),
         "response_headers": json.dumps(redact_headers(state.response_headers)),
         "response_body": None if omit_resp else _text(body),
+        "stream_offsets": _stream_offsets(state),
+        "rerun_of": _rerun_of(state.request_headers),
     }
     for c in USAGE_COLUMNS:
         row[c] = getattr(u, c) if u is not None else None
@@ -216,6 +218,26 @@ def build_row(
     state.row = row
     prop_rows = [{"request_id": state.id, "key": k, "value": v} for k, v in props.items()]
     return row, prop_rows
+
+
+def _stream_offsets(state: CallState) -> str | None:
+    """Arrival of a stream's chunks (see replay.encode_stream_offsets); needs `chunk_times`."""
+    if not state.chunk_times or not state.chunks or state.cache_entry is not None:
+        return None
+    from .replay import encode_stream_offsets
+
+    try:
+        return encode_stream_offsets(state.started_at, state.chunks, state.chunk_times, state.content_encoding)
+    except Exception:  # timing is a bonus: never lose the row for it
+        logger.exception("stream offsets failed for %s", state.id)
+        return None
+
+
+def _rerun_of(request_headers: list[tuple[str, str]]) -> str | None:
+    for name, value in request_headers:
+        if name.lower() == H_RERUN_OF:
+            return value.strip()[:200] or None
+    return None
 
 
 def comment(row: dict[str, Any]) -> str:

@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import pricing, usage
-from ..headers import H_REQUEST_ID, SECRET_HEADERS
+from ..headers import H_REQUEST_ID, H_RERUN_OF, SECRET_HEADERS, canonical
 from ..replay import row_url as raw_row_url
 from .rows import body_json, header_dict
-
-H_RERUN_OF = "Helicone-Rerun-Of"
 
 #: Environment variables holding each provider's API key, first found wins.
 PROVIDER_ENV: dict[str, tuple[str, ...]] = {
@@ -110,7 +108,7 @@ def build_rerun(
         )
     headers: list[tuple[str, str]] = []
     for name, value in logged.items():
-        if name in _NOT_RESENT or name == H_REQUEST_ID or name.startswith("helicone-cache") or name == H_RERUN_OF.lower():
+        if name in _NOT_RESENT or name == H_REQUEST_ID or name.startswith("helicone-cache") or name == H_RERUN_OF:
             continue
         if name in SECRET_HEADERS and name not in CREDENTIAL_HEADERS:
             continue  # Helicone-Auth and the like: redacted in the log (pass one with --set-header)
@@ -138,7 +136,7 @@ def build_rerun(
         if v != "":
             headers.append((k, v))
     new_id = new_id or str(uuid.uuid4())
-    headers += [(H_RERUN_OF, rid), ("Helicone-Request-Id", new_id)]
+    headers += [(canonical(H_RERUN_OF), rid), (canonical(H_REQUEST_ID), new_id)]
     doc = body_json(body.decode("utf-8", "replace"))
     streamed = bool(row.get("streamed")) or (isinstance(doc, dict) and doc.get("stream") is True)
     return RerunRequest(

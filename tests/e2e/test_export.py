@@ -336,6 +336,7 @@ def test_rerun_through_the_proxy(logged, fake, tmp_path):
     assert not any(k.startswith("helicone-") for k in got[0].headers)
     row = proxy.row(new["id"])  # the proxy logged the new call, marked as a re-run
     assert json.loads(row["request_headers"])["helicone-rerun-of"] == ids[0]
+    assert row["rerun_of"] == ids[0]
     assert row["user_id"] == "alice" and row["model"] == "gpt-4o"
     # the human form shows both answers
     r = subprocess.run(
