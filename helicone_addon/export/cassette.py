@@ -255,7 +255,7 @@ def read_cassette(path: str | Path) -> list[Recording]:
     version = doc.get("version")
     if version != VERSION:
         raise CassetteError(f"{p}: unsupported cassette version {version!r} (this helicone-addon reads {VERSION})")
-    calls = doc["calls"] or []
+    calls = [] if doc["calls"] is None else doc["calls"]
     if not isinstance(calls, list):
         raise CassetteError(f"{p}: 'calls' must be a list")
     return [recording_from_entry(e, f"{p.name}: calls[{i}]") for i, e in enumerate(calls)]
