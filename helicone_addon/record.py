@@ -61,6 +61,7 @@ class CallState:
     cache_key: str | None = None
     cache_reference_id: str | None = None
     cache_entry: Any = None  # cache.CachedResponse on a hit
+    replayed_from: str | None = None  # replay mode: id of the recording that answered (-> replayed_from)
     rate_limited: bool = False
     rate_limit_key: str | None = None
     extra_response_headers: list[tuple[str, str]] = field(default_factory=list)
@@ -209,6 +210,7 @@ def build_row(
         "response_headers": json.dumps(redact_headers(state.response_headers)),
         "response_body": None if omit_resp else _text(body),
         "stream_offsets": _stream_offsets(state),
+        "replayed_from": state.replayed_from,
         "rerun_of": _rerun_of(state.request_headers),
     }
     for c in USAGE_COLUMNS:

@@ -22,7 +22,6 @@ proxy saw; :func:`recording_from_row` splits a streamed body into the provider's
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import threading
@@ -461,10 +460,3 @@ def schedule(recording: Recording, speed: float = 1.0) -> Iterator[tuple[float, 
         gap = max(0.0, c.offset_ms - prev)
         prev = max(prev, c.offset_ms)
         yield (gap / 1000.0 / speed if speed else 0.0), c.data
-
-
-def body_from_fields(text: str | None, b64: str | None) -> bytes:
-    """A cassette body: text (UTF-8) or base64."""
-    if b64 is not None:
-        return base64.b64decode(b64, validate=True)
-    return (text or "").encode("utf-8", "surrogatepass")

@@ -35,6 +35,7 @@ other than the helicone-cache-* ones the key uses.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import Any, TextIO
 import yaml
 
 from .. import __version__
-from ..replay import Chunk, Recording, body_from_fields, key_of_request, recording_from_row
+from ..replay import Chunk, Recording, key_of_request, recording_from_row
 from .rows import header_dict, row_url
 
 VERSION = 1
@@ -100,8 +101,6 @@ def _ms(v: float) -> int | float:
 
 
 def _text_or_b64(data: bytes, prefix: str) -> dict[str, str]:
-    import base64
-
     try:
         return {prefix: data.decode("utf-8")}
     except UnicodeDecodeError:
@@ -168,6 +167,13 @@ def _continued(dumped: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # reading
+
+
+def body_from_fields(text: str | None, b64: str | None) -> bytes:
+    """A cassette body: text (UTF-8) or base64."""
+    if b64 is not None:
+        return base64.b64decode(b64, validate=True)
+    return (text or "").encode("utf-8", "surrogatepass")
 
 
 def _need(d: Any, name: str, types: tuple[type, ...], where: str, optional: bool = False) -> Any:

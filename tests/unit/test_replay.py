@@ -274,3 +274,15 @@ def test_schedule_follows_recorded_gaps_scaled_by_speed():
     assert list(schedule(plain, 5)) == [(0.0, b"{}")]
     with pytest.raises(ValueError):
         list(schedule(rec, -1))
+
+
+def test_pure_modules_import_no_proxy_or_web_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, helicone_addon.replay, helicone_addon.export, helicone_addon.export.cassette, "
+            "helicone_addon.export.chat, helicone_addon.export.har, helicone_addon.export.jsonl, helicone_addon.pytest_plugin; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('mitmproxy', 'starlette') or m == 'helicone_addon.store']; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
