@@ -173,7 +173,7 @@ def encode_stream_offsets(
     dec = BodyDecoder(content_encoding)
     total = 0
     pairs: list[list[int]] = []
-    for data, t in zip(chunks, times):
+    for data, t in zip(chunks, times, strict=True):
         total += len(dec.feed(data))
         ms = max(0, round((t - started_at) * 1000))
         if pairs and pairs[-1][1] == total:  # nothing decodable yet: keep the earlier time
@@ -288,7 +288,7 @@ def timed_chunks(
     if len(pieces) == 1 and offsets and len(offsets) > 1:
         # no SSE events (e.g. a JSON-array stream): cut where the network cut
         cuts = sorted({min(b, len(body)) for _, b in offsets if 0 < b < len(body)})
-        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
     out: list[Chunk] = []
     if offsets:
         end, j = 0, 0
@@ -418,7 +418,7 @@ class Recordings:
             )
             cur = db.execute(sql, params)
             names = [d[0] for d in cur.description]
-            return cls(recording_from_row(dict(zip(names, row))) for row in cur)
+            return cls(recording_from_row(dict(zip(names, row, strict=True))) for row in cur)
         finally:
             if own:
                 db.close()

@@ -29,7 +29,7 @@ def iter_rows(db: sqlite_utils.Database, filters: Filters | None = None, where: 
         cond = f"({cond}) AND ({where})"
     sql = f"SELECT {', '.join('r.' + c for c in cols)} FROM requests r WHERE {cond} ORDER BY r.created_at, r.rowid"
     for row in db.execute(sql, params):
-        yield dict(zip(cols, row))
+        yield dict(zip(cols, row, strict=True))
 
 
 def loads(text: Any, default: Any = None) -> Any:

@@ -75,7 +75,7 @@ def logged(fake, tmp_path_factory):
                                    extra_headers={"Helicone-Request-Id": ids[5], "x-fake-status": "429"})
     # 6-8: recorded provider answers (Responses stream, Gemini JSON with ?key=, Gemini JSON-array stream)
     with proxy.httpx() as c:
-        for rid, case in zip(ids[6:9], CORPUS_CALLS if HAVE_CORPUS else ()):
+        for rid, case in zip(ids[6:9], CORPUS_CALLS if HAVE_CORPUS else ()):  # noqa: B905 (none without the corpus)
             req, *_ = load(case)
             url = f"https://{req['host']}{req['path']}"
             hdrs = {"x-fake-corpus": case, "Helicone-Request-Id": rid, "content-type": "application/json"}
@@ -235,7 +235,7 @@ def test_har_loads_with_har_parsers(logged, tmp_path):
     with open(path, "rb") as f:
         flows = list(mio.FlowReader(f).stream())
     assert len(flows) == len(ids)
-    for fl, e in zip(flows, entries):
+    for fl, e in zip(flows, entries, strict=True):
         row = rows[e["_heliconeId"]]
         assert fl.response.status_code == row["status"]
         assert fl.response.get_text() == row["response_body"]
@@ -254,7 +254,7 @@ def test_openai_chat_lines_validate(logged, tmp_path):
     assert len(lines) == N_CALLS - 1
     for ex in lines:
         assert set(ex) <= {"messages", "tools"}
-        msgs_t.validate_python(ex["messages"], strict=False)
+        msgs_t.validate_python(ex["messages"])
         if "tools" in ex:
             tools_t.validate_python(ex["tools"])
         roles = [m["role"] for m in ex["messages"]]

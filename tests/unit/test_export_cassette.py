@@ -81,7 +81,7 @@ def test_round_trip_matches_the_log(tmp_path):
     recs = load(dump(rows), tmp_path)
     direct = [replay.recording_from_row(r) for r in rows]
     assert [r.id for r in recs] == [r["id"] for r in rows]
-    for got, want, row in zip(recs, direct, rows):
+    for got, want, row in zip(recs, direct, rows, strict=True):
         assert (got.key, got.status, got.body, got.streamed, got.headers) == (want.key, want.status, want.body,
                                                                              want.streamed, want.headers)
         assert got.chunks == want.chunks
