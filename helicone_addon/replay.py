@@ -211,26 +211,29 @@ def decode_stream_offsets(text: Any) -> list[tuple[float, int]]:
     return out
 
 
-_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+_BLANK_LINE_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n){2}")  # two line endings in a row: a blank line
 
 
 def split_events(body: bytes) -> list[bytes]:
     """A streamed SSE body -> its events, byte for byte (b''.join(result) == body).
 
-    Each piece ends with the blank line that dispatched an event (as decided by SSEDecoder);
-    comments and blank lines before an event belong to it; anything after the last event joins
-    the last piece. A body with no SSE event at all (a JSON-array stream) is one piece."""
+    Each piece ends with the blank line that dispatched an event (as decided by SSEDecoder, fed
+    up to each blank line: only a blank line dispatches); comments and blank lines before an event
+    belong to it; anything after the last event joins the last piece, or is a piece of its own
+    when it completes an event. A body with no SSE event (a JSON-array stream) is one piece."""
     if not body:
         return []
     dec = SSEDecoder()
     pieces: list[bytes] = []
-    start = 0
-    for m in _LINE.finditer(body):
-        if dec.feed(m.group()):
+    start = fed = 0
+    for m in _BLANK_LINE_END.finditer(body):
+        if dec.feed(body[fed : m.end()]):
             pieces.append(body[start : m.end()])
             start = m.end()
+        fed = m.end()
     if start < len(body):
         rest = body[start:]
+        dec.feed(body[fed:])
         if dec.close() or not pieces:
             pieces.append(rest)
         else:

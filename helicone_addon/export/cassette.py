@@ -22,11 +22,11 @@ Layout (version 1)::
         streamed: false
         body: |                                             # text, or body_base64 when not UTF-8
           {...}
-        # a stream has `chunks` instead of `body`: its events with their arrival times
-        chunks:
-        - at_ms: 120
-          data: |+
-            data: {...}
+
+A stream also has `stream_offsets: '[[ms,bytes],...]'` (the log column's JSON): for each event of
+its body, when it had arrived (ms since the request) and how many body bytes had arrived with it;
+the replay cuts the body into events again and paces them by it. A hand-written cassette may give
+it as a YAML list.
 
 A hand-edited request body still matches: the key is recomputed from `request` on load.
 Secrets never appear: the log stores credentials redacted and a cassette keeps no request header
@@ -44,7 +44,7 @@ from typing import Any, TextIO
 import yaml
 
 from .. import __version__
-from ..replay import Chunk, Recording, key_of_request, recording_from_row
+from ..replay import Recording, key_of_request, recording_from_row, timed_chunks
 from .rows import header_dict, row_url
 
 VERSION = 1
@@ -120,12 +120,13 @@ def entry_from_row(row: dict[str, Any]) -> dict[str, Any]:
         resp["latency_ms"] = _ms(rec.latency_ms)
     resp["streamed"] = rec.streamed
     if rec.streamed and rec.chunks:
-        try:
-            resp["chunks"] = [{"at_ms": _ms(c.offset_ms), "data": c.data.decode("utf-8")} for c in rec.chunks]
-        except UnicodeDecodeError:
-            resp["chunks"] = [{"at_ms": _ms(c.offset_ms), **_text_or_b64(c.data, "data")} for c in rec.chunks]
-    else:
-        resp.update(_text_or_b64(rec.body, "body"))
+        end, pairs = 0, []
+        for c in rec.chunks:
+            end += len(c.data)
+            pairs.append([_ms(c.offset_ms), end])
+        # one JSON string, as in the log: a YAML list of pairs would cost a node per number
+        resp["stream_offsets"] = json.dumps(pairs, separators=(",", ":"))
+    resp.update(_text_or_b64(rec.body, "body"))
     return {
         "id": rec.id,
         "key": rec.key,
@@ -205,45 +206,50 @@ def recording_from_entry(e: Any, where: str) -> Recording:
     key = key_of_request(method, url, body, _str_map(req.get("headers"), f"{where}.request.headers"))
     status = _need(resp, "status", (int,), f"{where}.response")
     streamed = bool(_need(resp, "streamed", (bool,), f"{where}.response", optional=True))
-    chunks: list[Chunk] = []
     try:
-        if resp.get("chunks") is not None:
-            raw = _need(resp, "chunks", (list,), f"{where}.response")
-            for i, c in enumerate(raw):
-                cw = f"{where}.response.chunks[{i}]"
-                at = _need(c, "at_ms", (int, float), cw)
-                if at < 0:
-                    raise CassetteError(f"{cw}: at_ms must be >= 0")
-                data = body_from_fields(
-                    _need(c, "data", (str,), cw, optional=True), _need(c, "data_base64", (str,), cw, optional=True)
-                )
-                chunks.append(Chunk(float(at), data))
-            data = b"".join(c.data for c in chunks)
-        else:
-            data = body_from_fields(
-                _need(resp, "body", (str,), f"{where}.response", optional=True),
-                _need(resp, "body_base64", (str,), f"{where}.response", optional=True),
-            )
-    except (ValueError, TypeError) as exc:  # bad base64
-        if isinstance(exc, CassetteError):
-            raise
+        data = body_from_fields(
+            _need(resp, "body", (str,), f"{where}.response", optional=True),
+            _need(resp, "body_base64", (str,), f"{where}.response", optional=True),
+        )
+    except ValueError as exc:  # bad base64
         raise CassetteError(f"{where}.response: bad body: {exc}") from None
+    offsets = _offsets(resp.get("stream_offsets"), f"{where}.response.stream_offsets")
     latency = _need(resp, "latency_ms", (int, float), f"{where}.response", optional=True)
     rid = e.get("id")
+    streamed = streamed or bool(offsets)
     return Recording(
         id=str(rid) if rid is not None else "",
         key=key,
         status=status,
         headers=_str_map(resp.get("headers"), f"{where}.response.headers"),
         body=data,
-        streamed=streamed or bool(chunks),
-        chunks=chunks,
+        streamed=streamed,
+        chunks=timed_chunks(data, offsets) if streamed else [],
         method=method,
         url=url,
         model=e.get("model") if isinstance(e.get("model"), str) else None,
         provider=e.get("provider") if isinstance(e.get("provider"), str) else None,
         latency_ms=float(latency) if latency is not None else None,
     )
+
+
+def _offsets(raw: Any, where: str) -> list[tuple[float, int]]:
+    """'[[ms, bytes], ...]' as JSON text (written so) or as a YAML list (hand-written)."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise CassetteError(f"{where}: not JSON: {raw[:40]!r}") from None
+    ok = isinstance(raw, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
+        and p[0] >= 0 and p[1] >= 0 and float(p[1]).is_integer()
+        for p in raw
+    )
+    if not ok:
+        raise CassetteError(f"{where}: must be a list of [ms, bytes] pairs of numbers >= 0")
+    return [(float(ms), int(n)) for ms, n in raw]
 
 
 def read_cassette(path: str | Path) -> list[Recording]:

@@ -107,7 +107,10 @@ def test_cassette_is_diff_friendly(tmp_path):
     text = dump([row_for(stream=SSE)])
     lines = text.splitlines()
     assert any(ln.strip() == '"model": "gpt-4o-mini",' for ln in lines)  # request JSON pretty-printed, a field a line
-    assert sum(1 for ln in lines if ln.strip().startswith("- at_ms:")) == 3  # one entry per event
+    ends = [len(SSE[0]), len(SSE[0]) + len(SSE[1]), len(b"".join(SSE))]
+    assert f"    stream_offsets: '[[100,{ends[0]}],[200,{ends[1]}],[300,{ends[2]}]]'" in lines  # one line
+    i = lines.index("    body: |+")
+    assert lines[i + 1 : i + 3] == ["      " + SSE[0].decode().strip(), ""]  # the stream as it came, event by event
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -119,6 +122,25 @@ def test_any_text_body_survives(tmp_path, text, streamed):
     assert got.body == row["response_body"].encode()
     if streamed:
         assert b"".join(c.data for c in got.chunks) == got.body
+
+
+def test_a_hand_written_stream(tmp_path):
+    text = """version: 1
+calls:
+- request: {method: POST, url: 'https://api.openai.com/v1/chat/completions', body: '{}'}
+  response:
+    status: 200
+    streamed: true
+    stream_offsets: [[50, 9], [75.5, 18]]
+    body: |+
+      data: a
+
+      data: b
+
+"""
+    (rec,) = load(text, tmp_path)
+    assert [(c.offset_ms, c.data) for c in rec.chunks] == [(50.0, b"data: a\n\n"), (75.5, b"data: b\n\n")]
+    assert rec.id == "" and rec.streamed
 
 
 def test_binary_bodies_in_base64_and_hand_edits(tmp_path):
@@ -155,8 +177,12 @@ calls:
          "calls[0].response: field 'status' must be int"),
         ("version: 1\ncalls:\n- request: {method: POST, url: u}\n  response: {status: 200, body_base64: '***'}\n",
          "calls[0].response: bad body"),
-        ("version: 1\ncalls:\n- request: {method: POST, url: u}\n  response: {status: 200, chunks: [{at_ms: -1, data: x}]}\n",
-         "calls[0].response.chunks[0]: at_ms must be >= 0"),
+        ("version: 1\ncalls:\n- request: {method: POST, url: u}\n  response: {status: 200, stream_offsets: [[-1, 2]]}\n",
+         "calls[0].response.stream_offsets: must be a list of [ms, bytes] pairs"),
+        ("version: 1\ncalls:\n- request: {method: POST, url: u}\n  response: {status: 200, stream_offsets: [[1, 2.5]]}\n",
+         "calls[0].response.stream_offsets: must be a list"),
+        ("version: 1\ncalls:\n- request: {method: POST, url: u}\n  response: {status: 200, stream_offsets: '[[1,'}\n",
+         "calls[0].response.stream_offsets: not JSON"),
     ],
 )
 def test_bad_cassettes_say_what_is_wrong(tmp_path, text, message):

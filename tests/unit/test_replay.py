@@ -197,8 +197,19 @@ def test_split_events():
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300) | st.lists(st.sampled_from([b"data: x", b"\n", b"\r", b"\r\n", b":c", b"event: e"])).map(b"".join))
-def test_split_events_keeps_every_byte(body):
-    assert b"".join(split_events(body)) == body
+def test_split_events_keeps_every_byte_and_cuts_at_each_event(body):
+    from helicone_addon.sse import SSEDecoder
+
+    pieces = split_events(body)
+    assert b"".join(pieces) == body
+    whole = SSEDecoder()
+    want = whole.feed(body) + whole.close()
+    dec = SSEDecoder()
+    per_piece = [len(dec.feed(p)) for p in pieces]
+    per_piece[-1:] = [per_piece[-1] + len(dec.close())] if pieces else []
+    assert sum(per_piece) == len(want)
+    if want:
+        assert all(n == 1 for n in per_piece)  # one event per piece
 
 
 def _gzip_stream(events: list[bytes]) -> list[bytes]:
