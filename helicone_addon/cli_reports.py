@@ -39,7 +39,8 @@ class CLIError(Exception):
 
 def _add_db_args(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     default = argparse.SUPPRESS if suppress else None
-    p.add_argument("--db", metavar="PATH", default=default, help="log database (default: <data dir>/helicone.db)")
+    p.add_argument("--db", metavar="PATH", default=default,
+                   help="log database (default: <data dir>/helicone.db), or postgresql://... for the fleet's log")
     p.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -64,8 +65,8 @@ def _add_filter_args(p: argparse.ArgumentParser, model_short: bool = True) -> No
 def _filters(args: argparse.Namespace) -> Filters:
     try:
         return Filters(
-            since=reports.parse_time(args.since) if args.since else None,
-            until=reports.parse_time(args.until, end=True) if args.until else None,
+            since=reports.parse_time(args.since, where="--since") if args.since else None,
+            until=reports.parse_time(args.until, end=True, where="--until") if args.until else None,
             users=list(args.user),
             models=list(args.model),
             providers=list(args.provider),
@@ -81,8 +82,21 @@ def resolve_db_path(args: argparse.Namespace) -> Path:
     return config.db_path(getattr(args, "data_dir", None), getattr(args, "db", None))
 
 
-def open_db(args: argparse.Namespace) -> sqlite_utils.Database:
-    """Open an existing log and apply pending migrations (as `llm logs` does): the FTS index is one."""
+def open_db(args: argparse.Namespace, *, filters: Filters | None = None, bodies: bool = True,
+            newest: int | None = None) -> sqlite_utils.Database:
+    """Open an existing log and apply pending migrations (as `llm logs` does): the FTS index is one.
+
+    `--db postgresql://...` reads the fleet's log instead: an in-memory copy of the part that
+    `filters` selects (see helicone_addon.fleet.pgread); `bodies` and `newest` only narrow it."""
+    from .fleet import is_postgres_url
+
+    if is_postgres_url(getattr(args, "db", None)):
+        from .fleet.pgread import FleetReadError, open_report_db
+
+        try:
+            return open_report_db(args.db, filters=filters, bodies=bodies, newest=newest)
+        except FleetReadError as e:
+            raise CLIError(str(e)) from None
     path = resolve_db_path(args)
     if not path.is_file():
         raise CLIError(f"no log database at {path} (run the proxy first, or pass --db / --data-dir)")
@@ -251,7 +265,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ReportError as e:
         raise CLIError(str(e), 2) from None
     filters = _filters(args)
-    db = open_db(args)
+    db = open_db(args, filters=filters, bodies=False)
     rows = reports.report(db, groups, filters, sort=args.sort)
     columns = [*groups, *reports.METRICS]
     if args.json:
@@ -553,7 +567,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     filters = _filters(args)
     if args.count is not None and args.count < 0:
         raise CLIError("-n must be >= 0 (0 shows all)", 2)
-    db = open_db(args)
+    db = open_db(args, filters=filters, newest=None if args.query else args.count)
     rows = reports.logs(db, filters, limit=args.count, query=args.query)
     if args.json:
         for r in rows:
@@ -594,7 +608,7 @@ def cmd_logs_path(args: argparse.Namespace) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     """List sessions, or show one session as a tree by session_path."""
     filters = _filters(args)
-    db = open_db(args)
+    db = open_db(args, filters=filters, bodies=False)
     if args.session_id:
         return _show_session(db, args, filters)
     rows = reports.sessions(db, filters, limit=args.count or None)
@@ -729,11 +743,11 @@ def _session_name(db: sqlite_utils.Database, sid: str) -> str | None:
 # ui (Datasette)
 
 
-def datasette_argv(db: Path, metadata_file: Path, port: int, *, open_browser: bool = False) -> list[str]:
+def datasette_argv(db: Path, metadata_file: Path, port: int) -> list[str]:
     """Arguments of `datasette serve` for the web view (read-only, loopback only)."""
     from .ui import TEMPLATES_DIR
 
-    argv = [
+    return [
         "serve",
         str(db),
         "--metadata", str(metadata_file),
@@ -744,32 +758,44 @@ def datasette_argv(db: Path, metadata_file: Path, port: int, *, open_browser: bo
         "--setting", "facet_time_limit_ms", "500",
         "--setting", "allow_download", "off",
     ]  # fmt: skip
-    if open_browser:
-        argv.append("--open")
-    return argv
 
 
 @_run
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Browse the log in Datasette (read-only, on 127.0.0.1)."""
+    """Browse the log in Datasette (read-only, on 127.0.0.1, behind the local API's token)."""
     if not 0 <= args.port <= 65535:
         raise CLIError(f"bad port {args.port}", 2)
+    from .fleet import is_postgres_url
+
+    if is_postgres_url(getattr(args, "db", None)):
+        raise CLIError("ui browses a local SQLite log; read the fleet's log with report, logs or sessions --db", 2)
     open_db(args).close()  # exists, is a log, migrations (the FTS index) applied; then read-only
     path = resolve_db_path(args).resolve()
     try:
         from datasette.cli import cli as datasette_cli
     except ImportError:
         raise CLIError("Datasette is not installed: pip install 'helicone-addon[ui]'") from None
-    from .ui import register_plugin
+    from . import security
+    from .ui import guard, register_plugin
     from .ui.metadata import build_metadata, database_name
 
+    token = security.ensure_token(getattr(args, "data_dir", None))
+    guard.configure(token, "127.0.0.1")
     with tempfile.TemporaryDirectory(prefix="helicone-ui-") as tmp:
         meta = Path(tmp) / "metadata.json"
         meta.write_text(json.dumps(build_metadata(database_name(path)), indent=2))
-        argv = datasette_argv(path, meta, args.port, open_browser=args.open)
+        argv = datasette_argv(path, meta, args.port)
         register_plugin()
-        where = f"http://127.0.0.1:{args.port}/{database_name(path)}" if args.port else "a free port on 127.0.0.1"
-        print(f"Serving {path} read-only on {where}", file=sys.stderr)
+        url = f"http://127.0.0.1:{args.port}/{database_name(path)}?token={token}"
+        if args.port:
+            print(f"Serving {path} read-only on\n    {url}", file=sys.stderr, flush=True)
+        else:
+            print(f"Serving {path} read-only on a free port of 127.0.0.1 (below); open it with ?token={token}",
+                  file=sys.stderr, flush=True)
+        if args.open and args.port:
+            import webbrowser
+
+            webbrowser.open(url)
         try:
             datasette_cli.main(args=argv, prog_name="datasette", standalone_mode=False)
         except KeyboardInterrupt:
@@ -835,7 +861,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "ui",
         help="browse the log in Datasette (needs the 'ui' extra)",
-        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts.",
+        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts. "
+        "It needs the local API's token (<data dir>/api-token): open the URL it prints, which carries it.",
     )
     p.add_argument("--port", "-p", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT}; 0 picks a free one)")
     p.add_argument("--open", "-o", action="store_true", help="open a browser")

@@ -69,10 +69,10 @@ COLUMNS: tuple[Column, ...] = (
         "stream_offsets", str,
         "arrival of a streamed response: JSON list of [ms since the request, bytes of the decoded "
         "body received by then], one pair per network chunk",
-        since=6, in_logs=False,
+        since=7, in_logs=False,
     ),
-    Column("replayed_from", str, "when answered from a recording (replay mode): id of the recorded call", since=6),
-    Column("rerun_of", str, "when sent by `helicone-addon rerun` (Helicone-Rerun-Of): id of the original call", since=6),
+    Column("replayed_from", str, "when answered from a recording (replay mode): id of the recorded call", since=7),
+    Column("rerun_of", str, "when sent by `helicone-addon rerun` (Helicone-Rerun-Of): id of the original call", since=7),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}

@@ -94,7 +94,7 @@ def _api_of(metadata: contentviews.Metadata) -> str | None:
         return None
     state = flow.metadata.get("helicone")
     if state is not None:
-        return state.api
+        return state.call.api
     provider = providers.detect(flow.request.pretty_host, flow.request.path)
     return providers.api_for(provider, flow.request.path) if provider else None
 

@@ -19,7 +19,7 @@ from . import pricing, usage
 from .columns import USAGE_COLUMNS
 from .headers import H_RERUN_OF, CallOptions
 from .redact import redact_headers, redact_url
-from .usage.types import ParsedResponse, RequestInfo, Usage
+from .usage.types import ParsedResponse, RequestInfo
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CallState:
-    """One call, filled in as it goes. Lives in flow.metadata["helicone"]."""
+    """The facts of one call: what the client asked, what came back, what the proxy decided.
+
+    The proxy fills it in as the call goes (it lives in the flow's record, see
+    `helicone_addon/proxy/flowrecord.py`); the API and the async logger build one in a go. Once
+    the call is finished nobody writes to it again, and `build_row` only reads it.
+    """
 
     id: str
     started_at: float  # epoch seconds: the proxy received the request
@@ -37,53 +42,34 @@ class CallState:
     method: str = "POST"
     host: str = ""
     path: str = ""
-    url: str = ""  # incoming URL as the client asked (before map_remote / gateway); see incoming_url()
-    url_parts: tuple[str, str, int] | None = None  # (scheme, host, port) as asked, for a lazy `url`
+    url: str = ""  # incoming URL as the client asked (before map_remote / gateway)
     target_url: str | None = None
     options: CallOptions | None = None
     request_headers: list[tuple[str, str]] = field(default_factory=list)
     request_body: bytes | None = None
-    request_info: RequestInfo | None = None
+    request_info: RequestInfo | None = None  # parsed request, when the proxy already needed it
     # response
     status: int | None = None
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     response_body: bytes | None = None  # raw (still content-encoded) body, non-streamed
     chunks: list[bytes] | None = None  # raw streamed chunks (still content-encoded)
-    chunk_times: list[float] | None = None
+    chunk_offsets_ms: list[int] | None = None  # arrival of each chunk, ms after the first
     content_encoding: str | None = None
     content_type: str | None = None
     first_chunk_at: float | None = None
     ended_at: float | None = None
     streamed: bool = False
     # decisions
-    short_circuit: str | None = None  # 'cache' | 'ratelimit' | 'header' | 'auth'
     cache_hit: bool = False
-    cache_key: str | None = None
-    cache_reference_id: str | None = None
-    cache_entry: Any = None  # cache.CachedResponse on a hit
+    cache_reference_id: str | None = None  # on a hit: the call that filled the cache
     replayed_from: str | None = None  # replay mode: id of the recording that answered (-> replayed_from)
     rate_limited: bool = False
-    rate_limit_key: str | None = None
-    extra_response_headers: list[tuple[str, str]] = field(default_factory=list)
     retries: int = 0
     attempts: list[int | None] = field(default_factory=list)
     fallback_index: int | None = None
     error: str | None = None
     no_answer: bool = False  # the provider never answered (connection error, time-out): status NULL
     cancelled: bool = False
-    # filled by build_row
-    decoded_body: bytes | None = None  # the response body, content-decoded (reused by the cache save)
-    row: dict[str, Any] | None = None
-    parsed: ParsedResponse | None = None
-
-
-    def incoming_url(self) -> str:
-        if not self.url and self.url_parts is not None:
-            scheme, host, port = self.url_parts
-            default = 443 if scheme == "https" else 80
-            authority = host if port == default else f"{host}:{port}"
-            self.url = f"{scheme}://{authority}{self.path}"
-        return self.url
 
 
 def iso(ts: float) -> str:
@@ -106,33 +92,25 @@ def build_row(
     price_overrides: dict | None = None,
     estimate: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """The `requests` row and the `properties` rows of one finished call. Never raises."""
+    """The `requests` row and the `properties` rows of one finished call. Never raises, and
+    never writes to `state`."""
     opts = state.options
     req = state.request_info
     if req is None:
         req = usage.parse_request(state.api, state.path, state.request_body)
-        state.request_info = req
     body = b""
     parsed = ParsedResponse()
-    if state.cache_entry is not None:
-        entry = state.cache_entry
-        body = entry.body
-        u = Usage(**{c: getattr(entry, c, None) for c in USAGE_COLUMNS})
-        u.source = getattr(entry, "usage_source", "provider")
-        parsed = ParsedResponse(model=entry.model, usage=u, streamed=entry.streamed)
-    elif state.status is not None or state.chunks:
+    if state.status is not None or state.chunks:
         try:
-            body = state.decoded_body = response_bytes(state)
+            body = response_bytes(state)
             parsed = usage.parse_response(state.api, body, state.content_type, state.status)
         except Exception:  # a parser bug must not lose the row
             logger.exception("usage extraction failed for %s", state.id)
-    state.parsed = parsed
 
     u = parsed.usage
     if (
         u is None
         and estimate
-        and state.cache_entry is None
         and state.status is not None
         and 200 <= state.status < 300
         and (parsed.streamed or state.streamed)
@@ -152,9 +130,8 @@ def build_row(
             cost, note, version = pr.cost_usd, pr.note, pr.prices_version
         except Exception as e:  # pragma: no cover - pricing never raises by contract
             note = f"pricing failed: {e}"
-    if state.cache_hit:
-        saved = cost if cost is not None else getattr(state.cache_entry, "cost_usd", None)
-        cost, note = 0.0, "cache hit"
+    if state.cache_hit:  # priced as the original call was; this one cost nothing
+        saved, cost, note = cost, 0.0, "cache hit"
 
     error = state.error
     if parsed.error and not error:
@@ -217,19 +194,21 @@ def build_row(
         row[c] = getattr(u, c) if u is not None else None
     if u is not None and row["total_tokens"] is None and u.prompt_tokens is not None and u.completion_tokens is not None:
         row["total_tokens"] = u.prompt_tokens + u.completion_tokens
-    state.row = row
     prop_rows = [{"request_id": state.id, "key": k, "value": v} for k, v in props.items()]
     return row, prop_rows
 
 
 def _stream_offsets(state: CallState) -> str | None:
-    """Arrival of a stream's chunks (see replay.encode_stream_offsets); needs `chunk_times`."""
-    if not state.chunk_times or not state.chunks or state.cache_entry is not None:
+    """Arrival of a stream's chunks as the `stream_offsets` column (see replay.encode_stream_offsets)."""
+    if not state.chunks or not state.chunk_offsets_ms or state.first_chunk_at is None:
         return None
     from .replay import encode_stream_offsets
 
     try:
-        return encode_stream_offsets(state.started_at, state.chunks, state.chunk_times, state.content_encoding)
+        return encode_stream_offsets(
+            state.chunks, state.chunk_offsets_ms, state.content_encoding,
+            first_ms=(state.first_chunk_at - state.started_at) * 1000,
+        )
     except Exception:  # timing is a bonus: never lose the row for it
         logger.exception("stream offsets failed for %s", state.id)
         return None

@@ -160,22 +160,23 @@ def key_of_row(row: dict[str, Any]) -> str:
 
 
 def encode_stream_offsets(
-    started_at: float,
     chunks: Sequence[bytes],
-    times: Sequence[float],
+    offsets_ms: Sequence[float],
     content_encoding: str | None = None,
+    first_ms: float = 0.0,
 ) -> str | None:
-    """The `stream_offsets` column: '[[ms, bytes], ...]' (ms since `started_at`, integer; bytes of
+    """The `stream_offsets` column: '[[ms, bytes], ...]' (ms since the request, integer; bytes of
     the decoded body received so far). `chunks` are the raw (possibly content-encoded) network
-    chunks, `times` their arrival times (epoch seconds). None when there is nothing to record."""
-    if not chunks or len(chunks) != len(times):
+    chunks, `offsets_ms` their arrival after the first chunk (CallState.chunk_offsets_ms) and
+    `first_ms` the first chunk's arrival after the request. None when there is nothing to record."""
+    if not chunks or len(chunks) != len(offsets_ms):
         return None
     dec = BodyDecoder(content_encoding)
     total = 0
     pairs: list[list[int]] = []
-    for data, t in zip(chunks, times, strict=True):
+    for data, off in zip(chunks, offsets_ms, strict=True):
         total += len(dec.feed(data))
-        ms = max(0, round((t - started_at) * 1000))
+        ms = max(0, round(first_ms + off))
         if pairs and pairs[-1][1] == total:  # nothing decodable yet: keep the earlier time
             continue
         if pairs and pairs[-1][0] == ms:

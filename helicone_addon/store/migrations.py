@@ -97,10 +97,45 @@ def m005_fts(db: sqlite_utils.Database) -> None:
     db["requests"].enable_fts(["request_body", "response_body"], create_triggers=True, replace=True)
 
 
+# tables whose changes the fleet shipper copies to PostgreSQL, with their request id column
+SHIPPED_TABLES = {"requests": "id", "properties": "request_id", "feedback": "request_id", "scores": "request_id"}
+
+
 @migration
-def m006_replay(db: sqlite_utils.Database) -> None:
+def m006_shipper(db: sqlite_utils.Database) -> None:
+    """The outbox of the fleet shipper (helicone_addon.fleet.postgres): while a shipper is registered
+    (a row in `shipper_state`), triggers note the request id of every row written to the shipped
+    tables in `shipper_outbox`, in commit order (AUTOINCREMENT: a sequence number is never reused).
+    The shipper copies those requests to PostgreSQL and then deletes their outbox entries. Without a
+    registered shipper the triggers do nothing."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS shipper_state ("
+        " target TEXT PRIMARY KEY,"  # the PostgreSQL database shipped to (URL without password)
+        " hwm INTEGER NOT NULL DEFAULT 0,"  # the last outbox sequence number shipped
+        " backfill_from INTEGER NOT NULL DEFAULT 0,"  # requests.rowid shipped so far by the backfill
+        " backfill_to INTEGER NOT NULL DEFAULT 0,"  # last requests.rowid written before registration
+        " shipped INTEGER NOT NULL DEFAULT 0,"  # requests shipped (a re-shipped request counts again)
+        " registered_at REAL NOT NULL,"  # unix time
+        " last_shipped_at REAL)"
+    )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS shipper_outbox ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, queued_at REAL NOT NULL)"
+    )
+    now = "(julianday('now') - 2440587.5) * 86400.0"
+    for table, id_column in SHIPPED_TABLES.items():
+        for event in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER IF NOT EXISTS shipper_{table}_{event.lower()} AFTER {event} ON [{table}] "
+                "WHEN EXISTS (SELECT 1 FROM shipper_state) BEGIN "
+                f"INSERT INTO shipper_outbox (request_id, queued_at) VALUES (NEW.[{id_column}], {now}); END"
+            )
+
+
+@migration
+def m007_replay(db: sqlite_utils.Database) -> None:
     """Record and replay: chunk arrival of streams, and the links of replayed and re-run calls."""
-    for name, typ in added_in(6).items():
+    for name, typ in added_in(7).items():
         if name not in db["requests"].columns_dict:  # a re-run after an interrupted first run
             db["requests"].add_column(name, typ)
     db["requests"].create_index(["replayed_from"], if_not_exists=True)

@@ -8,6 +8,8 @@ module of the package, so it ships with it; nothing is registered for other Data
 * any query page whose columns include `day` and `cost_usd` gets a chart of its rows, stacked by
   `model` when that column exists (template query.html calls `helicone_rows_chart`).
 Everything is rendered on the server as inline SVG: no JavaScript, no network.
+
+It also puts the view behind the local API's token and Host / Origin rules (ui/guard.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from datasette import hookimpl
 from markupsafe import Markup
 
+from helicone_addon.ui import guard
 from helicone_addon.ui.chart import cost_chart_svg
 
 DB_PAGE_SQL = """
@@ -35,6 +38,11 @@ def rows_chart(rows, columns) -> Markup:
         points.append((row["day"], row["model"] if has_model else "all models", row["cost_usd"]))
     title = "Cost per day by model (USD)" if has_model else "Cost per day (USD)"
     return Markup(cost_chart_svg(points, title=title))
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    return guard.wrap
 
 
 @hookimpl

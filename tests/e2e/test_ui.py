@@ -1,5 +1,6 @@
-"""The web view: `helicone-addon ui` runs Datasette (read-only, 127.0.0.1) on a seeded log; canned
-queries answer what independent SQL says, and headless Chromium sees the queries and the chart.
+"""The web view: `helicone-addon ui` runs Datasette (read-only, 127.0.0.1, behind the API token) on a
+seeded log; canned queries answer what independent SQL says, and headless Chromium sees the queries and
+the chart after opening the printed `?token=` URL once.
 
 Chromium is Debian's (`apt-get install -y chromium`). Without it the browser test is skipped, except
 in CI (env CI set), where it must run. Same for Datasette (the `ui` extra).
@@ -21,7 +22,7 @@ import httpx
 import pytest
 import sqlite_utils
 
-from helicone_addon import cli_reports
+from helicone_addon import cli_reports, security
 from helicone_addon.store import migrations
 from helicone_addon.ui import metadata as ui_metadata
 from helicone_addon.ui.chart import CHART_ID, cost_chart_svg
@@ -113,15 +114,21 @@ def log_path(tmp_path_factory) -> Path:
     return path
 
 
+AUTH: dict[str, str] = {}  # Authorization: Bearer <the data dir's token>, once the server is up
+
+
 @pytest.fixture(scope="module")
 def server(log_path, tmp_path_factory):
     if not HAVE_DATASETTE:  # only reached in CI (needs_datasette skips otherwise)
         pytest.fail("CI is set but datasette is missing: install the 'ui' extra")
     port = free_port()
     logfile = tmp_path_factory.mktemp("uilog") / "ui.log"
+    data_dir = tmp_path_factory.mktemp("uidata")
+    AUTH["Authorization"] = f"Bearer {security.ensure_token(data_dir)}"  # as the proxy would have made it
     with open(logfile, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "helicone_addon.cli_reports", "ui", "--db", str(log_path), "--port", str(port)],
+            [sys.executable, "-m", "helicone_addon.cli_reports", "ui", "--db", str(log_path), "--port", str(port),
+             "--data-dir", str(data_dir)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -133,7 +140,7 @@ def server(log_path, tmp_path_factory):
             if proc.poll() is not None:
                 pytest.fail(f"ui exited with {proc.returncode}:\n{logfile.read_text()}")
             try:
-                if httpx.get(f"{base}/-/versions.json", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/-/versions.json", headers=AUTH, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -151,7 +158,7 @@ def server(log_path, tmp_path_factory):
 
 
 def q(base: str, name: str, **params) -> list[dict]:
-    r = httpx.get(f"{base}/helicone/{name}.json", params={"_shape": "array", **params}, timeout=10)
+    r = httpx.get(f"{base}/helicone/{name}.json", params={"_shape": "array", **params}, headers=AUTH, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -225,17 +232,41 @@ def test_canned_queries_match_sql(server, log_path):
 @needs_datasette
 def test_web_view_is_read_only_and_searchable(server, log_path):
     before = sql(log_path, "select count(*) from requests")[0][0]
-    r = httpx.get(f"{server}/helicone.json", params={"sql": "delete from requests"}, timeout=10)
+    r = httpx.get(f"{server}/helicone.json", params={"sql": "delete from requests"}, headers=AUTH, timeout=10)
     assert r.status_code >= 400
     assert sql(log_path, "select count(*) from requests")[0][0] == before
-    r = httpx.post(f"{server}/helicone/cost_by_model", data={}, timeout=10)
+    r = httpx.post(f"{server}/helicone/cost_by_model", data={}, headers=AUTH, timeout=10)
     assert r.status_code >= 400
     # full-text search box on the requests table (requests_fts)
-    r = httpx.get(f"{server}/helicone/requests.json", params={"_search": "world", "_shape": "array", "_size": "max"}, timeout=10)
+    r = httpx.get(f"{server}/helicone/requests.json", params={"_search": "world", "_shape": "array", "_size": "max"}, headers=AUTH, timeout=10)
     assert r.status_code == 200 and len(r.json()) == before - 1
-    page = httpx.get(f"{server}/helicone/requests", timeout=10).text
+    page = httpx.get(f"{server}/helicone/requests", headers=AUTH, timeout=10).text
     assert "Column descriptions" in page and "time to first token" in page
-    assert httpx.get(f"{server}/helicone.db", timeout=10).status_code in (403, 404)  # download off
+    assert httpx.get(f"{server}/helicone.db", headers=AUTH, timeout=10).status_code in (403, 404)  # download off
+
+
+@needs_datasette
+def test_web_view_needs_the_token_and_our_host(server):
+    token = AUTH["Authorization"].removeprefix("Bearer ")
+    page = f"{server}/helicone/requests.json"
+    assert httpx.get(page, timeout=10).status_code == 401
+    assert httpx.get(page, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
+    assert httpx.get(page, params={"token": "nope"}, timeout=10).status_code == 401
+    # DNS rebinding: a foreign name for 127.0.0.1 is refused even with the token
+    r = httpx.get(page, headers={**AUTH, "Host": "attacker.example.com"}, timeout=10)
+    assert r.status_code == 403
+    r = httpx.get(page, headers={**AUTH, "Origin": "http://attacker.example.com"}, timeout=10)
+    assert r.status_code == 403
+    # the printed URL: the token once, then a cookie (not the token itself) and the URL without it
+    with httpx.Client(timeout=10) as browser:
+        r = browser.get(page, params={"token": token, "_shape": "array"})
+        assert r.status_code == 303 and r.headers["location"] == "/helicone/requests.json?_shape=array"
+        cookie = r.cookies["helicone_ui"]
+        assert token not in cookie and "httponly" in r.headers["set-cookie"].lower()
+        assert "samesite=strict" in r.headers["set-cookie"].lower()
+        r = browser.get(f"{server}{r.headers['location']}")
+        assert r.status_code == 200 and len(r.json()) > 0
+    assert httpx.get(page, cookies={"helicone_ui": "forged"}, timeout=10).status_code == 401
 
 
 @needs_datasette
@@ -254,7 +285,8 @@ def test_chromium_sees_canned_queries_and_chart(server, log_path, tmp_path):
         assert res.returncode == 0, res.stderr[-2000:]
         return res.stdout
 
-    dom = dump(f"{server}/helicone")
+    token = AUTH["Authorization"].removeprefix("Bearer ")
+    dom = dump(f"{server}/helicone?token={token}")  # once: a cookie, then the page without the token
     for query in ui_metadata.CANNED_QUERIES.values():
         assert query["title"] in dom, query["title"]
     assert f'id="{CHART_ID}"' in dom
@@ -270,12 +302,12 @@ def test_chromium_sees_canned_queries_and_chart(server, log_path, tmp_path):
     assert chart.count("<rect") == segments + legend
     assert "2025-05-02 · claude-3-5-sonnet" in chart
 
-    dom = dump(f"{server}/helicone/cost_per_day_by_model")
+    dom = dump(f"{server}/helicone/cost_per_day_by_model?token={token}")
     assert f'id="{CHART_ID}"' in dom and "Cost per day by model (USD)" in dom
     assert "<table" in dom and "claude-3-5-sonnet" in dom
 
     shot = tmp_path / "chart.png"
-    res = subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", f"{server}/helicone"],
+    res = subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", f"{server}/helicone?token={token}"],
                          capture_output=True, text=True, timeout=90)
     assert res.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 

@@ -1,4 +1,7 @@
-"""Unit tests for helicone_addon.cache (pure module: key recipe, entry format, disk buckets)."""
+"""Unit tests for helicone_addon.cache (pure module: key recipe, entry format, disk buckets).
+
+The bucket tests run on both backends: diskcache (ResponseCache) and Redis
+(helicone_addon.fleet.redis_cache.RedisResponseCache)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from helicone_addon.cache import (
     slot_key,
     ttl_from_cache_control,
 )
+from servers import redis_server  # noqa: F401 - fixture
 
 URL = "https://oai.helicone.ai/v1/chat/completions"
 BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"request_id":"r1"}'
@@ -67,11 +71,49 @@ def entry(body=b'{"id":"chatcmpl-1","choices":[]}', **kw) -> CachedResponse:
     return CachedResponse(**args)
 
 
+def open_cache(spec: tuple[str, str]):
+    """A cache on a backend named by (kind, directory or URL); picklable for subprocesses."""
+    kind, where = spec
+    if kind == "redis":
+        from helicone_addon.fleet.redis_cache import RedisResponseCache
+
+        return RedisResponseCache(where, timeout=2.0)  # semantics here; outages in test_fleet_redis.py
+    return ResponseCache(where)
+
+
+@pytest.fixture(params=["diskcache", "redis"])
+def backend(request, tmp_path) -> tuple[str, str]:
+    if request.param == "redis":
+        pytest.importorskip("redis")
+        return ("redis", request.getfixturevalue("redis_server").url)
+    return ("diskcache", str(tmp_path / "cache"))
+
+
 @pytest.fixture
-def rc(tmp_path):
-    c = ResponseCache(str(tmp_path / "cache"))
+def rc(backend):
+    c = open_cache(backend)
     yield c
     c.close()
+
+
+def raw_get(rc, base: str, i: int):
+    if isinstance(rc, ResponseCache):
+        return rc._cache.get(slot_key(base, i))
+    return rc._client.get(rc.key(base, i))
+
+
+def raw_set(rc, base: str, i: int, value) -> None:
+    """Write a slot behind the cache's back (values it would never write itself)."""
+    if isinstance(rc, ResponseCache):
+        _raw_put(rc, slot_key(base, i), value)
+    else:
+        rc._client.set(rc.key(base, i), value, px=60_000)
+
+
+def has_slot(rc, base: str, i: int) -> bool:
+    if isinstance(rc, ResponseCache):
+        return slot_key(base, i) in rc._cache
+    return bool(rc._client.exists(rc.key(base, i)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -404,11 +446,11 @@ def _raw_put(rc, k, value):
 )
 def test_corrupt_entry_is_miss_and_removed(rc, bad, caplog):
     base = key()
-    _raw_put(rc, slot_key(base, 0), bad)
+    raw_set(rc, base, 0, bad)
     with caplog.at_level("WARNING"):
         assert rc.lookup(base) is None
     assert "corrupt" in caplog.text or "unreadable" in caplog.text
-    assert slot_key(base, 0) not in rc._cache
+    assert not has_slot(rc, base, 0)
     assert rc.store(base, 1, entry(), 60) == 0
     assert rc.lookup(base) is not None
 
@@ -416,25 +458,25 @@ def test_corrupt_entry_is_miss_and_removed(rc, bad, caplog):
 def test_corrupt_bytes_with_good_header_removed(rc):
     base = key()
     data = entry().to_bytes()
-    rc._cache.set(slot_key(base, 0), data[:-5])
+    raw_set(rc, base, 0, data[:-5])
     assert rc.lookup(base) is None
-    assert slot_key(base, 0) not in rc._cache
+    assert not has_slot(rc, base, 0)
 
 
 def test_corrupt_chosen_slot_in_full_bucket(rc):
     base = key()
     for i in range(2):
         rc.store(base, 2, entry(body=str(i).encode()), 60)
-    good = rc._cache.get(slot_key(base, 1))
-    rc._cache.set(slot_key(base, 1), good[:-1])  # header fine, payload damaged
+    good = raw_get(rc, base, 1)
+    raw_set(rc, base, 1, good[:-1])  # header fine, payload damaged
 
     class Pick1:
         def randrange(self, n):
             return 1
 
     assert rc.lookup(base, 2, Pick1()) is None
-    assert slot_key(base, 1) not in rc._cache
-    assert slot_key(base, 0) in rc._cache
+    assert not has_slot(rc, base, 1)
+    assert has_slot(rc, base, 0)
 
 
 def test_pickled_row_is_never_unpickled(tmp_path):
@@ -581,15 +623,14 @@ def test_size_limit_evicts_oldest(tmp_path):
     rc.close()
 
 
-def test_reopen_and_two_handles_share_data(tmp_path):
-    d = str(tmp_path / "c")
-    a, b = ResponseCache(d), ResponseCache(d)
+def test_reopen_and_two_handles_share_data(backend):
+    a, b = open_cache(backend), open_cache(backend)
     assert a.store(key(), 2, entry(body=b"a"), 60) == 0
     assert b.store(key(), 2, entry(body=b"b"), 60) == 1
-    assert a.lookup(key(), 2) is not None
+    assert a.lookup(key(), 2) is not None  # read-your-writes across handles
     a.close()
     b.close()
-    c = ResponseCache(d)
+    c = open_cache(backend)
     assert len(c) == 2
     c.close()
 
@@ -599,9 +640,9 @@ def test_reopen_and_two_handles_share_data(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-def _mp_worker(directory, base, barrier, n, results):
+def _mp_worker(spec, base, barrier, n, results):
     try:
-        rc = ResponseCache(directory)
+        rc = open_cache(spec)
         barrier.wait(timeout=30)
         slot = rc.store(base, 3, entry(body=f"writer {n}".encode()), 600)
         rc.close()
@@ -611,15 +652,19 @@ def _mp_worker(directory, base, barrier, n, results):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork start method")
-def test_multiprocess_bucket_no_overwrite(tmp_path):
+def test_multiprocess_bucket_no_overwrite(backend):
     ctx = mp.get_context("fork")
     for rnd in range(5):
-        directory = str(tmp_path / f"c{rnd}")  # fresh dir: concurrent initialisation too
+        kind, where = backend
+        spec = (kind, f"{where}/c{rnd}" if kind == "diskcache" else where)  # fresh dir: concurrent init too
+        if kind == "redis":
+            with open_cache(spec) as fresh:
+                fresh.clear()
         base = key(seed=f"round{rnd}")
         barrier = ctx.Barrier(4)
         results = ctx.Queue()
         procs = [
-            ctx.Process(target=_mp_worker, args=(directory, base, barrier, n, results))
+            ctx.Process(target=_mp_worker, args=(spec, base, barrier, n, results))
             for n in range(4)
         ]
         for p in procs:
@@ -631,11 +676,11 @@ def test_multiprocess_bucket_no_overwrite(tmp_path):
         slots = sorted(v for v in got.values() if v is not None)
         assert slots == [0, 1, 2], got
         assert list(got.values()).count(None) == 1
-        rc = ResponseCache(directory)
+        rc = open_cache(spec)
         try:
             for n, slot in got.items():
                 if slot is not None:  # the winner's body is in its slot: nothing overwritten
-                    raw = rc._cache.get(slot_key(base, slot))
+                    raw = raw_get(rc, base, slot)
                     assert CachedResponse.from_bytes(raw).body == f"writer {n}".encode()
             assert len(rc) == 3
         finally:

@@ -44,7 +44,8 @@ def row_for(*, headers=(), body=None, response=b'{"id": "x", "choices": []}', pa
             chunks = [comp.compress(c) + comp.flush(zlib.Z_SYNC_FLUSH) for c in chunks]
             chunks[-1] += comp.flush()
         state.chunks, state.streamed, state.content_type = chunks, True, "text/event-stream"
-        state.chunk_times = [t0 + 0.1 * (i + 1) for i in range(len(chunks))]
+        state.chunk_offsets_ms = [100 * i for i in range(len(chunks))]
+        state.first_chunk_at = t0 + 0.1
         state.content_encoding = "gzip" if gz else None
         state.response_headers = [("Content-Type", "text/event-stream"), ("Set-Cookie", "__cf_bm=secretcookie"),
                                   *([("Content-Encoding", "gzip")] if gz else [])]

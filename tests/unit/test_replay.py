@@ -221,10 +221,8 @@ def _gzip_stream(events: list[bytes]) -> list[bytes]:
 
 @pytest.mark.parametrize("encoding", [None, "gzip"])
 def test_stream_offsets_pair_events_with_arrival(encoding):
-    t0 = 1000.0
-    times = [t0 + 0.120, t0 + 0.150, t0 + 0.310, t0 + 0.400]
     chunks = _gzip_stream(OPENAI_EVENTS) if encoding else list(OPENAI_EVENTS)
-    text = replay.encode_stream_offsets(t0, chunks, times, encoding)
+    text = replay.encode_stream_offsets(chunks, [0, 30, 190, 280], encoding, first_ms=120.2)
     offsets = replay.decode_stream_offsets(text)
     ends = [sum(len(e) for e in OPENAI_EVENTS[: i + 1]) for i in range(4)]
     assert offsets == [(120.0, ends[0]), (150.0, ends[1]), (310.0, ends[2]), (400.0, ends[3])]
@@ -253,8 +251,8 @@ def test_streams_without_offsets_are_spread_between_ttft_and_latency():
 def test_bad_stream_offsets_read_as_none():
     for bad in ("", "nope", "{}", "[[1]]", "[[-1, 2]]", '[["a", 1]]', "[[true, 1]]"):
         assert replay.decode_stream_offsets(bad) == []
-    assert replay.encode_stream_offsets(0.0, [], []) is None
-    assert replay.encode_stream_offsets(0.0, [b"a"], []) is None
+    assert replay.encode_stream_offsets([], []) is None
+    assert replay.encode_stream_offsets([b"a"], []) is None
 
 
 def test_build_row_records_stream_offsets_and_rerun_of():
@@ -264,7 +262,7 @@ def test_build_row_records_stream_offsets_and_rerun_of():
         id=str(uuid.uuid4()), started_at=t0, provider="openai", api="openai-chat", method="POST", host="api.openai.com",
         path="/v1/chat/completions", request_headers=[("Helicone-Rerun-Of", "orig-id")], request_body=BODY, status=200,
         response_headers=[("content-type", "text/event-stream"), ("content-encoding", "gzip")],
-        chunks=chunks, chunk_times=[t0 + 0.1, t0 + 0.2, t0 + 0.3, t0 + 0.4], content_encoding="gzip",
+        chunks=chunks, chunk_offsets_ms=[0, 100, 200, 300], first_chunk_at=t0 + 0.1, content_encoding="gzip",
         content_type="text/event-stream", streamed=True, options=CallOptions(request_id=""),
     )
     row, _ = build_row(state, estimate=False)

@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 import h11
 import httpx
 
-from helicone_addon import errorpages
+from helicone_addon.proxy import errorpages
 from helicone_addon import headers as hh
 from helicone_addon.retry import RetryPolicy, is_retryable_status
 
