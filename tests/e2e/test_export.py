@@ -307,9 +307,15 @@ def test_cassette_from_the_log(logged, tmp_path):
     by_id = {r.id: r for r in recs}
     for r in from_log:
         assert (r.key, r.body, r.status) == (by_id[r.id].key, by_id[r.id].body, by_id[r.id].status)
-    # the openai stream with its 8 data events + [DONE], cut at events
+    # the openai stream with its 8 data events + [DONE], cut at events, paced as the fake sent them
     s = by_id[ids[2]]
     assert len(s.chunks) == 9 and all(c.data.endswith(b"\n\n") for c in s.chunks)
+    assert rows[ids[2]]["stream_offsets"] and rows[ids[1]]["stream_offsets"]  # recorded by the proxy, gzip or not
+    offsets = [c.offset_ms for c in s.chunks]
+    assert offsets[0] == pytest.approx(rows[ids[2]]["ttft_ms"], abs=1.5)  # the first event at the time to first token
+    assert offsets == sorted(offsets) and offsets[-1] <= rows[ids[2]]["latency_ms"]
+    # the fake waits 15 ms before sending each event: event k cannot have arrived before 15 * (k + 1) ms
+    assert all(at >= 15 * (k + 1) for k, at in enumerate(offsets)), offsets
 
 
 def test_rerun_through_the_proxy(logged, fake, tmp_path):
