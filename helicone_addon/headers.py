@@ -55,6 +55,8 @@ R_CACHE_BUCKET_IDX = "Helicone-Cache-Bucket-Idx"
 R_CACHE_LATENCY = "Helicone-Cache-Latency"
 R_FALLBACK_INDEX = "Helicone-Fallback-Index"
 R_RETRIES = "Helicone-Retries"
+R_REPLAY = "Helicone-Replay"  # HIT | MISS (replay mode)
+R_REPLAY_ID = "Helicone-Replay-Id"  # the recorded call that answered
 
 UUID_RE = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE
@@ -91,7 +93,7 @@ class CacheOptions:
     seed: str | None = None
     bucket_size: int = 1
     ignore_keys: tuple[str, ...] = ()
-    ttl_s: int = 604800
+    ttl_s: int = 604800  # DEFAULT_TTL_S
 
 
 @dataclass(frozen=True)
@@ -234,14 +236,76 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
     )
 
 
-def _cache_options(h: dict[str, str]) -> CacheOptions:
-    from . import cache as cache_mod
+# -- Helicone-Cache-* and Cache-Control grammar -------------------------------------------------
 
+DEFAULT_TTL_S = 604800  # 7 days (Helicone default)
+MAX_TTL_S = 31536000  # 365 days (Helicone clamp)
+MAX_BUCKET_SIZE = 20
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def ttl_from_cache_control(
+    value: str | None, default: int = DEFAULT_TTL_S, maximum: int = MAX_TTL_S
+) -> int:
+    """TTL in seconds from a `Cache-Control` value: `s-maxage=N` wins over `max-age=N`.
+
+    No value / no such directive -> `default`. Values above `maximum` are clamped. Other
+    directives are ignored. A negative, fractional or non-numeric value raises ValueError.
+    """
+    if value is None:
+        return min(default, maximum)
+    found: dict[str, int] = {}
+    for directive in value.split(","):
+        name, eq, raw = directive.partition("=")
+        name = name.strip().lower()
+        if name not in ("max-age", "s-maxage"):
+            continue
+        v = raw.strip()
+        if len(v) >= 2 and v[0] == v[-1] == '"':
+            v = v[1:-1].strip()
+        if not eq or not _DIGITS.fullmatch(v):
+            raise ValueError(
+                f"invalid Cache-Control directive {directive.strip()!r}; accepted: "
+                "max-age=N or s-maxage=N with N a whole number of seconds "
+                f"(0 or more; values over {maximum} are clamped to {maximum})"
+            )
+        found.setdefault(name, int(v))  # first occurrence wins
+    ttl = found.get("s-maxage", found.get("max-age", default))
+    return min(ttl, maximum)
+
+
+def parse_bucket_size(value: str | None) -> int:
+    """`Helicone-Cache-Bucket-Max-Size`: absent -> 1; else an integer from 1 to 20."""
+    if value is None:
+        return 1
+    v = value.strip()
+    if _DIGITS.fullmatch(v):
+        n = int(v)
+        if 1 <= n <= MAX_BUCKET_SIZE:
+            return n
+    raise ValueError(
+        f"invalid bucket size {value!r}; accepted: an integer from 1 to {MAX_BUCKET_SIZE}"
+    )
+
+
+def parse_ignore_keys(value: str | None) -> tuple[str, ...]:
+    """`Helicone-Cache-Ignore-Keys`: comma list, trimmed, empties dropped (duplicates too)."""
+    if not value:
+        return ()
+    out: dict[str, None] = {}
+    for part in value.split(","):
+        p = part.strip()
+        if p:
+            out[p] = None
+    return tuple(out)
+
+
+def _cache_options(h: dict[str, str]) -> CacheOptions:
     # Helicone checks the bucket size on every request, cache on or off.
     bucket = 1
     if H_CACHE_BUCKET in h:
         try:
-            bucket = cache_mod.parse_bucket_size(h[H_CACHE_BUCKET])
+            bucket = parse_bucket_size(h[H_CACHE_BUCKET])
         except ValueError as e:
             raise HeaderError(H_CACHE_BUCKET, str(e)) from None
     enabled = _bool(h.get(H_CACHE_ENABLED))
@@ -250,7 +314,7 @@ def _cache_options(h: dict[str, str]) -> CacheOptions:
     if not (read or write):
         return CacheOptions(bucket_size=bucket)
     try:
-        ttl = cache_mod.ttl_from_cache_control(h.get(H_CACHE_CONTROL))
+        ttl = ttl_from_cache_control(h.get(H_CACHE_CONTROL))
     except ValueError as e:
         raise HeaderError(H_CACHE_CONTROL, str(e)) from None
     return CacheOptions(
@@ -258,7 +322,7 @@ def _cache_options(h: dict[str, str]) -> CacheOptions:
         write=write,
         seed=h.get(H_CACHE_SEED) or None,
         bucket_size=bucket,
-        ignore_keys=cache_mod.parse_ignore_keys(h.get(H_CACHE_IGNORE_KEYS)),
+        ignore_keys=parse_ignore_keys(h.get(H_CACHE_IGNORE_KEYS)),
         ttl_s=ttl,
     )
 

@@ -12,6 +12,7 @@ the flow's record (`flowrecord.FlowRecord` in `flow.metadata["helicone"]`):
     HeliconeRateLimit  Helicone-RateLimit-Policy (429); u=cents charged once the call is priced
     HeliconeUpstream   retries, fallbacks and time-outs through the relay
     HeliconeMitmweb    the LLM content view; flow comments in mitmweb
+    HeliconeExporters  Prometheus metrics (GET /metrics on the API) and OTLP spans of each finished call
     HeliconeLog        the finished call -> the writer thread -> one row (and the row listeners)
     HeliconeApi        the local Helicone API beside the proxy
 """
@@ -23,6 +24,7 @@ def make_addons() -> list:
     from helicone_addon.proxy.auth import HeliconeAuth
     from helicone_addon.proxy.caching import HeliconeCache
     from helicone_addon.proxy.calls import HeliconeCalls
+    from helicone_addon.proxy.exporters import HeliconeExporters
     from helicone_addon.proxy.gateway import HeliconeGateway
     from helicone_addon.proxy.localapi import HeliconeApi
     from helicone_addon.proxy.logwriter import HeliconeLog
@@ -38,6 +40,7 @@ def make_addons() -> list:
         HeliconeRateLimit(),
         HeliconeUpstream(),
         HeliconeMitmweb(),
+        HeliconeExporters(),  # before HeliconeLog: it subscribes to the row HeliconeLog builds
         HeliconeLog(),
         HeliconeApi(),
     ]
