@@ -35,7 +35,8 @@ import time
 import zlib
 from urllib.parse import unquote, unquote_plus
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
+from collections.abc import Iterable
 
 import diskcache
 from diskcache.core import MODE_RAW
@@ -228,7 +229,7 @@ class CachedResponse:
         return _encode(self)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "CachedResponse":
+    def from_bytes(cls, data: bytes) -> CachedResponse:
         return _decode(data)
 
 
@@ -466,7 +467,7 @@ class ResponseCache:
         except Exception as exc:
             log.warning("helicone cache: close failed: %r", exc)
 
-    def __enter__(self) -> "ResponseCache":
+    def __enter__(self) -> ResponseCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -93,7 +93,7 @@ def bench_cache(redis_url: str, tmp: Path, n: int) -> dict:
             base = uuid.uuid4().hex * 2
             assert cache.store(base, 1, e, 600) == 0
             assert cache.lookup(base) is not None
-            out[f"{name}_{kind}"] = timed(lambda: cache.lookup(base), n)
+            out[f"{name}_{kind}"] = timed(lambda cache=cache, base=base: cache.lookup(base), n)
         cache.close()
     return out
 

@@ -188,7 +188,7 @@ def _chown_tree(path: Path) -> None:
     if os.geteuid() != 0:
         return
     pw = pwd.getpwnam(PG_USER)
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chown(root, pw.pw_uid, pw.pw_gid)
         for n in files:
             os.chown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)

@@ -37,6 +37,18 @@ class Backend:
     price_overrides: Callable[[], dict | None]
     row_wait: float = 2.0
     estimate: bool = True
+    fleet_url: str = ""  # postgresql://...: the query routes read the whole fleet's log there
+
+    def connect_for_query(self) -> sqlite3.Connection:
+        """The log the query routes read: this proxy's, or with a fleet a copy of the PostgreSQL one."""
+        if not self.fleet_url:
+            return self.connect()
+        from ..fleet.pgread import open_report_db
+
+        conn = open_report_db(self.fleet_url).conn
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA case_sensitive_like = ON")
+        return conn
 
     def connect(self) -> sqlite3.Connection:
         return connect(self.db_path)

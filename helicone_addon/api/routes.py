@@ -181,7 +181,7 @@ async def get_request(request: Request) -> Response:
 
 
 def _query(b: Backend, body: dict) -> list[dict]:
-    conn = b.connect()
+    conn = b.connect_for_query()
     try:
         return query_requests(conn, body)
     except FilterError as e:

@@ -92,12 +92,13 @@ class ApiServer:
         open: bool = False,  # noqa: A002 - the option's name
         hosts: Iterable[str] = (),
         in_thread: bool = True,
+        fleet_url: str = "",
     ) -> None:
         self.db_path = Path(db_path)
         self.host = host
         self.requested_port = port
         self._auth_keys = _as_callable(auth_keys)
-        self.backend = Backend(self.db_path, submit, _as_callable(price_overrides), row_wait, estimate)
+        self.backend = Backend(self.db_path, submit, _as_callable(price_overrides), row_wait, estimate, fleet_url)
         self.extra_routes = list(extra_routes)
         self.token = token
         self.data_dir = Path(data_dir) if data_dir else self.db_path.parent

@@ -118,14 +118,14 @@ class Outbox:
                 "SELECT rowid, id FROM requests WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
                 [backfill, st["backfill_to"], room],
             ).fetchall()
-            for rowid, rid in got:
+            for _rowid, rid in got:
                 ids[rid] = None
             backfill = got[-1][0] if len(got) == room else st["backfill_to"]
         return [i for i in ids if i is not None], max_seq, backfill, backfill != st["backfill_from"]
 
     def read(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
-        for name, t in pg_schema.tables().items():
+        for name, _t in pg_schema.tables().items():
             id_col = "id" if name == "requests" else "request_id"
             rows: list[dict[str, Any]] = []
             for chunk in _chunks(ids, _IN_CHUNK):

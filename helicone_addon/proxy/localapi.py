@@ -87,6 +87,7 @@ class HeliconeApi:
                 open=ctx.options.helicone_api_open,
                 hosts=ctx.options.helicone_api_hosts,
                 extra_routes=_extra_routes(),
+                fleet_url=getattr(ctx.options, "helicone_postgres", ""),  # the query route reads the fleet
             ).start()
         except OSError as e:
             if port == config.DEFAULT_API_PORT:

@@ -103,7 +103,7 @@ def _constructor_args(name: str) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_encoding(name: str):
     """A cached ``tiktoken.Encoding`` for ``cl100k_base`` or ``o200k_base``, built offline."""
     if name not in ENCODINGS:

@@ -157,3 +157,28 @@ def test_replicas_ship_to_one_postgres_and_report_reads_it(make_proxy, fake, pg_
     local = [report(str(p.db_path)) for p in ps]
     assert fleet["calls"] == sum(x["calls"] for x in local) == 30
     assert fleet["total_tokens"] == sum(x["total_tokens"] for x in local)
+
+
+def test_the_api_query_route_reads_the_whole_fleet(make_proxy, fake, pg_url):
+    """With helicone_postgres set, POST /v1/request/query answers over every replica's calls."""
+    import httpx
+
+    from conftest import free_port
+
+    a = make_proxy(["--set", f"helicone_postgres={pg_url}"], api_port=free_port())
+    b = make_proxy(["--set", f"helicone_postgres={pg_url}"])
+    m = marker()
+    ids = []
+    for p in (a, b, b):
+        with p.httpx() as c:
+            ids.append(post(c, m, {"Helicone-User-Id": "fleet-user"}).headers["helicone-id"])
+    token = (a.data_dir / "api-token").read_text().strip()
+    deadline, got = time.monotonic() + 30, set()
+    while time.monotonic() < deadline and not set(ids) <= got:
+        r = httpx.post(f"http://127.0.0.1:{a.api_port}/v1/request/query", timeout=30,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"filter": {"request": {"user_id": {"equals": "fleet-user"}}}, "limit": 50})
+        assert r.status_code == 201, r.text
+        got = {rec["request_id"] for rec in r.json()["data"]}
+        time.sleep(0.2)
+    assert set(ids) <= got  # b's calls too, which a's own SQLite log never saw

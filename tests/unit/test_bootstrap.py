@@ -8,7 +8,6 @@ test's own interpreter (>= 3.12), linked into the place being tested.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

@@ -569,7 +569,7 @@ def test_e2e_calls_are_logged(fake, tmp_path, env_off):
         port = state["addrs"][0][1]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as c:
             ids = []
-            for i, stream in enumerate([False, True, False]):
+            for _i, stream in enumerate([False, True, False]):
                 rid = str(uuid.uuid4())
                 r = c.post("/v1/chat/completions", headers={"Helicone-Request-Id": rid, "Helicone-Property-K": "v"},
                            json={"model": "gpt-4o-mini", "stream": stream,
