@@ -21,18 +21,21 @@ def _with_defaults(args: list[str]) -> list[str]:
 
 
 def run_dump(args: list[str]) -> int:
+    from mitmproxy.proxy import mode_servers
     from mitmproxy.tools import cmdline, dump
     from mitmproxy.tools import main as mitm_main
 
-    from helicone_addon import fastdispatch
+    from helicone_addon import fastdispatch, workers
     from helicone_addon.addon import HeliconeAddon
 
     class HeliconeDumpMaster(dump.DumpMaster):
         def __init__(self, options, **kwargs) -> None:
             super().__init__(options, **kwargs)
             self.addons.add(HeliconeAddon())
+            workers.add_worker_addons(self.addons)  # X-Helicone-Worker, only under --workers N > 1
             fastdispatch.install(self.addons)
 
+    workers.prepare_worker(mode_servers)  # SO_REUSEPORT, only under --workers N > 1
     mitm_main.run(HeliconeDumpMaster, cmdline.mitmdump, _with_defaults(args))
     return 0
 
@@ -91,7 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     if from_command_line and argv and argv[0] in ("run", "web"):
         _optimized_reexec(argv)
     if argv and argv[0] == "run":
-        return run_dump(argv[1:])
+        from helicone_addon import workers
+
+        try:
+            n, rest = workers.split_workers_flag(argv[1:])
+        except ValueError as e:
+            print(f"helicone-addon run: {e}", file=sys.stderr)
+            return 2
+        if n > 1:
+            return workers.run_workers(n, rest)
+        return run_dump(rest)
     if argv and argv[0] == "web":
         return run_web(argv[1:])
 

@@ -345,74 +345,13 @@ def loadgen(spec: dict) -> None:
 
 
 # =================================================================================================
-# log writer throughput (child process: bench.py --writer-bench N)
+# log writer throughput (child process: bench.py --writer-bench N): see scripts/_bench_writer.py
 # =================================================================================================
 def writer_bench(n: int, tmp: str) -> None:
-    from fakes.upstream import REPLY_WORDS, openai_completion, openai_sse_events
+    sys.modules.setdefault("bench", sys.modules[__name__])  # _bench_writer imports helpers from here
+    from _bench_writer import writer_bench as run
 
-    from helicone_addon import headers, providers
-    from helicone_addon.record import CallState, build_row
-    from helicone_addon.store import LogStore
-
-    body_json = json.dumps(openai_completion(MODEL, "".join(REPLY_WORDS))).encode()
-    sse = openai_sse_events(MODEL, include_usage=True)
-
-    def state(i: int) -> CallState:
-        stream = i % 2 == 1
-        req_headers = [("host", OPENAI_HOST), ("content-type", "application/json"),
-                       ("authorization", "Bearer sk-bench-0000000000000000"),
-                       ("helicone-property-bench", "yes"), ("helicone-user-id", "u1")]
-        st = CallState(id="", started_at=time.time(), provider="openai",
-                       api=providers.api_for("openai", PATH), method="POST", host=OPENAI_HOST, path=PATH,
-                       url=f"https://{OPENAI_HOST}{PATH}", request_headers=req_headers)
-        st.request_body = make_body(stream)
-        st.options = headers.parse(req_headers, strict=True)
-        st.id = st.options.request_id
-        st.status = 200
-        if stream:
-            st.streamed = True
-            st.chunks = list(sse)
-            st.content_type = "text/event-stream; charset=utf-8"
-            st.first_chunk_at = st.started_at + 0.001
-        else:
-            st.response_body = body_json
-            st.content_type = "application/json"
-        st.response_headers = [("content-type", st.content_type)]
-        st.ended_at = st.started_at + 0.002
-        return st
-
-    results = {}
-    # 1. the writer as the proxy uses it: build_row (usage, pricing) + insert, on the writer thread
-    states = [state(i) for i in range(n)]
-    store = LogStore(Path(tmp) / "full.db").start()
-    t0 = time.perf_counter()
-    for st in states:
-        store.submit(lambda st=st: build_row(st, price_overrides=None, estimate=True))
-    store.flush(600)
-    dt = time.perf_counter() - t0
-    store.close()
-    results["build_and_insert_rows_per_s"] = n / dt
-    # 2. build_row alone (CPU per call that the writer thread takes from the proxy process)
-    states = [state(i) for i in range(n)]
-    t0 = time.perf_counter()
-    rows = [build_row(st, price_overrides=None, estimate=True) for st in states]
-    dt_build = time.perf_counter() - t0
-    results["build_row_us"] = dt_build / n * 1e6
-    # 3. insert only (pre-built rows)
-    store = LogStore(Path(tmp) / "insert.db").start()
-    t0 = time.perf_counter()
-    for row in rows:
-        store.submit(row)
-    store.flush(600)
-    dt = time.perf_counter() - t0
-    store.close()
-    results["insert_only_rows_per_s"] = n / dt
-    results["insert_us"] = dt / n * 1e6
-    results["rows"] = n
-    conn = sqlite3.connect(Path(tmp) / "full.db")
-    results["rows_in_db"] = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-    conn.close()
-    print(json.dumps(results), flush=True)
+    print(json.dumps(run(n, tmp)), flush=True)
 
 
 # =================================================================================================
@@ -431,18 +370,58 @@ def _die_with_parent() -> None:
 from _util import free_port, wait_port  # noqa: E402
 
 
-def cpu_ticks(pid: int) -> int:
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return int(parts[11]) + int(parts[12])  # utime + stime (all threads)
+        return f.read().rsplit(")", 1)[1].split()  # fields from 3 (state) on
 
 
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def descendants(pid: int) -> list[int]:
+    """Live descendants of a process (workers, a writer process, ...)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                children.setdefault(int(_stat(int(d))[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    """CPU time of a process and of every process under it: all their threads (utime + stime),
+    live descendants included, and the children it has already reaped (cutime + cstime)."""
+    try:
+        parts = _stat(pid)
+    except OSError:
+        return 0
+    total = int(parts[11]) + int(parts[12]) + int(parts[13]) + int(parts[14])
+    for child in descendants(pid):
+        try:
+            c = _stat(child)
+        except OSError:
+            continue  # it just exited: its time moves to its parent's cutime
+        total += int(c[11]) + int(c[12])
+    return total
+
+
+def rss_kb(pid: int, tree: bool = False) -> int:
+    """Resident memory of a process (and, with tree=True, of every process under it)."""
+    total = 0
+    for p in [pid, *(descendants(pid) if tree else [])]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -720,7 +699,8 @@ class Bench:
             self.stop(proc)
         res = json.loads(out.decode().strip().splitlines()[-1])
         _progress(f"writer: {res['build_and_insert_rows_per_s']:.0f} rows/s (build+insert), "
-                  f"{res['insert_only_rows_per_s']:.0f} rows/s insert only, build_row {res['build_row_us']:.0f} us")
+                  f"{res['rows_per_cpu_s']:.0f} rows/CPU-s, {res['insert_only_rows_per_s']:.0f} rows/s insert only, "
+                  f"build_row {res['build_row_us']:.0f} us")
         return res
 
     def run_rss(self) -> dict:
@@ -881,7 +861,7 @@ def report(results: dict) -> str:
     for name, desc in results.get("configs", {}).items():
         lines.append(f"- `{name}`: {desc}")
     lines.append("")
-    lines.append("| config | kind | c | req/s | p50 ms | p99 ms | TTFC p50 | TTFC p99 | proxy CPU ms/req | req | err |")
+    lines.append("| config | kind | c | req/s | p50 ms | p99 ms | TTFC p50 | TTFC p99 | proxy CPU ms/req (all its processes) | req | err |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in results["cells"]:
         lines.append(
@@ -912,10 +892,10 @@ def report(results: dict) -> str:
         lines.append("")
     w = results.get("writer")
     if w:
-        lines.append(f"Log writer (LogStore, {w['rows']} calls, half streamed): "
-                     f"**{w['build_and_insert_rows_per_s']:.0f} rows/s** sustained with build_row (usage + pricing) "
-                     f"on the writer thread; {w['insert_only_rows_per_s']:.0f} rows/s insert only; "
-                     f"build_row {w['build_row_us']:.0f} us/call, insert {w['insert_us']:.0f} us/row.\n")
+        from _bench_writer import report_lines
+
+        lines.extend(report_lines(w))
+        lines.append("")
     rss = results.get("rss")
     if rss:
         pts = ", ".join(f"{int(k):,} calls: {v / 1024:.1f} MiB" for k, v in rss["rss_kb"].items())
