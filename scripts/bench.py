@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py                       # full run (~9 minutes)
     .venv/bin/python scripts/bench.py --quick               # short run (~3 minutes)
     .venv/bin/python scripts/bench.py --json bench.json     # also write the results as JSON
+    .venv/bin/python scripts/bench.py --streams-only --streams 250,1000,2500 [--streams-nofile 1024]
 
 Everything runs on loopback and is started by this script, each in its own process:
   * a fast fake OpenAI upstream (asyncio, raw HTTP/1.1 keep-alive; JSON, or SSE with a delay between
@@ -20,8 +21,12 @@ Everything runs on loopback and is started by this script, each in its own proce
   * a closed-loop load generator (its own process, asyncio + raw sockets, keep-alive): N workers,
     each sending requests back to back, at concurrency 1, 8 and 32, non-streamed and streamed.
 It reports requests/s, latency p50/p99, time to first chunk p50/p99 for streams, the proxy's CPU
-per request, the ratios addon/bare and addon/direct; a cache hit against a pass-through call; the
-log writer's sustained rows/s (LogStore directly); the proxy's RSS after 1k and after 20k calls.
+per request (every process under the proxy: workers, a writer process, ... included), the ratios
+addon/bare and addon/direct; N long streams opened at once (scripts/_bench_streams.py: completed,
+TTFC and whole-stream p99 over direct, proxy CPU and RSS, against bare mitmdump with a one-line
+streaming addon); a cache hit against a pass-through call; the log writer (scripts/_bench_writer.py:
+rows/s by wall clock and by CPU, row visibility, hand-off costs); the proxy's RSS after 1k and
+after 20k calls.
 It is bounded in requests and seconds, and stops every process it started (also on Ctrl-C).
 The proxy is pinned to one CPU and the clients to the others when the machine has several
 (--no-pin to turn that off). Exit status: 0, or 2 if it could not run.
@@ -94,6 +99,10 @@ def serve_upstream(chunk_delay_ms: float) -> None:
 
     sse_usage_c = [chunk(e) for e in sse_usage]
     sse_plain_c = [chunk(e) for e in sse_plain]
+    long_answers: dict[tuple[int, bool], list[bytes]] = {}
+    from _bench_streams import _raise_nofile, sse_chunks
+
+    _raise_nofile()
     not_found = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
     class Upstream(asyncio.Protocol):
@@ -151,7 +160,14 @@ def serve_upstream(chunk_delay_ms: float) -> None:
                     continue
                 compact = bytes(body).replace(b" ", b"")
                 if b'"stream":true' in compact:
-                    chunks = sse_usage_c if b'"include_usage":true' in compact else sse_plain_c
+                    usage = b'"include_usage":true' in compact
+                    chunks = sse_usage_c if usage else sse_plain_c
+                    k = head.find(b"x-fake-chunks:")
+                    if k >= 0:  # a long answer of N one-token chunks (the concurrent-streams scenario)
+                        n = int(head[k + 14 : head.find(b"\r\n", k) if head.find(b"\r\n", k) > 0 else None])
+                        if (n, usage) not in long_answers:
+                            long_answers[(n, usage)] = sse_chunks(MODEL, n, usage)
+                        chunks = long_answers[(n, usage)]
                     delay = chunk_delay_ms
                     k = head.find(b"x-fake-delay-ms:")
                     if k >= 0:
@@ -184,7 +200,7 @@ def serve_upstream(chunk_delay_ms: float) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(Upstream, "127.0.0.1", 0, backlog=1024)
+        server = await loop.create_server(Upstream, "127.0.0.1", 0, backlog=4096)
         port = server.sockets[0].getsockname()[1]
         print(f"READY {port}", flush=True)
         stop = asyncio.Event()
@@ -448,13 +464,17 @@ class Bench:
 
     # -- processes -------------------------------------------------------------------------------
     def spawn(self, argv: list[str], name: str, env: dict | None = None, cpus: set[int] | None = None,
-              stdout=None) -> subprocess.Popen:
+              stdout=None, nofile: int | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child, closed below
 
         def pre() -> None:
             _die_with_parent()
             if cpus:
                 os.sched_setaffinity(0, cpus)
+            if nofile:  # the soft descriptor limit a shell would give (e.g. 1024)
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
         proc = subprocess.Popen(
             argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=stdout or log, stderr=log,
@@ -618,6 +638,9 @@ class Bench:
     def run(self) -> dict:
         a = self.args
         self.start_upstream()
+        if a.streams_only:
+            self.results["streams"] = self.run_streams()
+            return self.results
         configs = [c for c in a.configs.split(",") if c]
         if "litellm" in configs and not self.litellm_available():
             configs.remove("litellm")
@@ -652,6 +675,8 @@ class Bench:
                 for c in configs:
                     if samples[c]:
                         self.results["cells"].append(summarize(c, kind, conc, samples[c]))
+        if a.streams and self.time_left():
+            self.results["streams"] = self.run_streams()
         if a.cache and "addon" in self.servers and self.time_left():
             self.results["cache"] = self.run_cache()
         if a.writer and self.time_left():
@@ -688,6 +713,105 @@ class Bench:
             out[f"c{conc}"] = {k: summarize(k, "json", conc, v) for k, v in per.items()}
             out[f"c{conc}"]["hits_in_window"] = sum(r["hits"] for r in per["cache-hit"])
         return out
+
+    def run_streams(self) -> dict:
+        """N streams opened at once, per N, against direct, bare mitmdump + stream addon, the addon."""
+        from _bench_streams import STREAM_ADDON, stream_burst, summarize  # noqa: F401
+
+        a = self.args
+        script = self.tmp / "stream_addon.py"
+        script.write_text(STREAM_ADDON)
+        mitmdump = str(Path(sys.executable).with_name("mitmdump"))
+        out: dict = {"meta": {"chunks": a.stream_chunks, "chunk_ms": a.stream_chunk_ms, "proxy_nofile": a.streams_nofile},
+                     "cells": []}
+        servers: dict[str, dict] = {"direct": self.servers["direct"]}
+        for name in a.streams_configs.split(","):
+            if name == "direct":
+                continue
+            port = free_port()
+            common = ["-q", "--listen-host", "127.0.0.1", "--set", f"confdir={self.tmp / f'conf-s-{name}'}",
+                      "--mode", f"reverse:{self.up_url}@127.0.0.1:{port}"]
+            if name == "bare-stream":
+                argv = [mitmdump, *common, "-s", str(script)]
+            elif name == "addon":
+                argv = [sys.executable, "-m", "helicone_addon", "run", *common,
+                        "--set", f"helicone_data_dir={self.tmp / 'data-streams'}", "--set", "helicone_api_port=0",
+                        "--set", "helicone_hosts=127.0.0.1=openai"]
+                if a.stream_workers > 1:
+                    argv += ["--workers", str(a.stream_workers)]
+            else:
+                raise ValueError(f"unknown streams config {name!r}")
+            proc = self.spawn(argv, f"streams-{name}", cpus=self.proxy_cpus, nofile=a.streams_nofile)
+            wait_port(port, proc, timeout=120)
+            servers[name] = {"host": "127.0.0.1", "port": port, "pid": proc.pid, "proc": proc}
+            time.sleep(2 if a.stream_workers > 1 else 0.2)
+        for n in [int(x) for x in str(a.streams).split(",") if x.strip()]:
+            for name, srv in servers.items():
+                if not self.time_left():
+                    break
+                if srv.get("pid"):
+                    self.settle([srv["pid"]], timeout=30)
+                out["cells"].append(self._stream_burst(name, srv, n))
+                c = out["cells"][-1]
+                _progress(f"streams N={n:<5} {name:12} completed {c['completed']}/{n}  TTFC p99 "
+                          f"{c['ttfc_p99_ms'] or 0:8.0f} ms  stream p99 {c['stream_p99_ms'] or 0:8.0f} ms  "
+                          f"CPU {c['proxy_cpu_s'] or 0:5.1f} s  RSS {c['proxy_rss_peak_mb'] or 0:5.0f} MB")
+        for name, srv in servers.items():
+            if srv.get("proc"):
+                self.stop(srv["proc"])
+        return out
+
+    def _stream_burst(self, name: str, srv: dict, n: int) -> dict:
+        from _bench_streams import summarize
+
+        a = self.args
+        spec = {"host": srv["host"], "port": srv["port"], "n": n, "chunks": a.stream_chunks,
+                "chunk_ms": a.stream_chunk_ms, "model": MODEL, "path": PATH,
+                "timeout": max(60.0, a.stream_chunks * a.stream_chunk_ms / 1000 * 6)}
+        pid = srv.get("pid")
+        proc = self.spawn([sys.executable, __file__, "--stream-burst", json.dumps(spec)], "burst",
+                          cpus=self.client_cpus, stdout=subprocess.PIPE)
+        cpu0 = cpu1 = None
+        rss_peak = 0
+        result = None
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        buf = b""
+        running = False
+        try:
+            while True:
+                ready = sel.select(timeout=0.25)
+                if pid and running:
+                    rss_peak = max(rss_peak, rss_kb(pid, tree=True))
+                if not ready:
+                    if proc.poll() is not None:
+                        break
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    line = line.strip()
+                    if line == b"START":
+                        running = True
+                        cpu0 = cpu_ticks(pid) if pid else None
+                    elif line == b"END":
+                        running = False
+                        cpu1 = cpu_ticks(pid) if pid else None
+                    elif line.startswith(b"{"):
+                        result = json.loads(line)
+            proc.wait(30)
+        finally:
+            sel.close()
+            self.stop(proc)
+        if result is None:
+            raise RuntimeError(f"stream burst failed; see {self.tmp / 'burst.log'}")
+        cpu_s = (cpu1 - cpu0) / CLK_TCK if cpu0 is not None and cpu1 is not None else None
+        return summarize(name, n, result, cpu_s, rss_peak or None, pct)
 
     def run_writer(self) -> dict:
         n = self.args.writer_rows
@@ -861,8 +985,10 @@ def report(results: dict) -> str:
     for name, desc in results.get("configs", {}).items():
         lines.append(f"- `{name}`: {desc}")
     lines.append("")
-    lines.append("| config | kind | c | req/s | p50 ms | p99 ms | TTFC p50 | TTFC p99 | proxy CPU ms/req (all its processes) | req | err |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if results["cells"]:
+        lines.append("| config | kind | c | req/s | p50 ms | p99 ms | TTFC p50 | TTFC p99 | proxy CPU ms/req "
+                     "(all its processes) | req | err |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in results["cells"]:
         lines.append(
             f"| {c['config']} | {c['kind']} | {c['conc']} | {_f(c['rps'], '{:.0f}')} | {_f(c['p50_ms'], '{:.2f}')} | "
@@ -890,6 +1016,12 @@ def report(results: dict) -> str:
                     lines.append(f"| {label} | {c['conc']} | {_f(c['rps'], '{:.0f}')} | {_f(c['p50_ms'], '{:.2f}')} | "
                                  f"{_f(c['p99_ms'], '{:.2f}')} |")
         lines.append("")
+    st = results.get("streams")
+    if st and st.get("cells"):
+        from _bench_streams import report_lines as stream_lines
+
+        lines.extend(stream_lines(st))
+        lines.append("")
     w = results.get("writer")
     if w:
         from _bench_writer import report_lines
@@ -901,12 +1033,13 @@ def report(results: dict) -> str:
         pts = ", ".join(f"{int(k):,} calls: {v / 1024:.1f} MiB" for k, v in rss["rss_kb"].items())
         lines.append(f"Proxy RSS (addon, reverse, c=8, half streamed): {pts}; growth {_f(rss['growth_pct'], '{:+.1f}')}%; "
                      f"{rss['rows_logged']:,} rows logged for {rss['calls']:,} calls, {rss['errors']} errors.\n")
-    lines.append("| target | measured | by CPU/req | wanted | |")
-    lines.append("|---|---:|---:|---:|---|")
-    for name, val, cpu, want, ok in targets(results):
-        lines.append(f"| {name} | {val} | {cpu} | {want} | {'PASS' if ok else ('n/a' if ok is None else 'MISS')} |")
-    lines.append("\n`by CPU/req`: the throughput ratio estimated from the proxies' CPU time per request; steadier than "
-                 "req/s when other work shares the machine (if the two disagree much, rerun).")
+    if results["cells"]:
+        lines.append("| target | measured | by CPU/req | wanted | |")
+        lines.append("|---|---:|---:|---:|---|")
+        for name, val, cpu, want, ok in targets(results):
+            lines.append(f"| {name} | {val} | {cpu} | {want} | {'PASS' if ok else ('n/a' if ok is None else 'MISS')} |")
+        lines.append("\n`by CPU/req`: the throughput ratio estimated from the proxies' CPU time per request; steadier "
+                     "than req/s when other work shares the machine (if the two disagree much, rerun).")
     if any(c["config"].startswith("bare") and c["kind"] == "stream" for c in results["cells"]):
         results.setdefault("notes", []).append(
             "bare mitmdump buffers streamed responses (nothing sets flow.response.stream), so its TTFC is the "
@@ -933,6 +1066,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-first", type=int, help="calls before the first RSS sample (default 1000)")
     p.add_argument("--rss-total", type=int, help="calls before the last RSS sample (default 20000, quick 5000)")
     p.add_argument("--writer-rows", type=int, help="rows for the log writer benchmark (default 20000, quick 5000)")
+    p.add_argument("--streams", help="concurrent-streams scenario: N calls opened at once, comma-separated "
+                   "(default 250,1000; quick 250; 0 to skip), e.g. 250,1000,2500")
+    p.add_argument("--streams-only", action="store_true", help="run only the concurrent-streams scenario")
+    p.add_argument("--stream-chunks", type=int, default=100, help="chunks per stream (default 100)")
+    p.add_argument("--stream-chunk-ms", type=float, default=100.0, help="delay between chunks (default 100 ms)")
+    p.add_argument("--streams-nofile", type=int, help="start the proxies with this soft descriptor limit (e.g. 1024)")
+    p.add_argument("--streams-configs", default="direct,bare-stream,addon")
+    p.add_argument("--stream-workers", type=int, default=1, help="run the addon with --workers N in that scenario")
     p.add_argument("--no-cache", dest="cache", action="store_false")
     p.add_argument("--no-writer", dest="writer", action="store_false")
     p.add_argument("--no-rss", dest="rss", action="store_false")
@@ -942,6 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--writer-bench", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--stream-burst", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
@@ -950,6 +1092,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.loadgen:
         loadgen(json.loads(a.loadgen))
+        return 0
+    if a.stream_burst:
+        from _bench_streams import stream_burst
+
+        print(json.dumps(stream_burst(json.loads(a.stream_burst))), flush=True)
         return 0
     if a.writer_bench:
         writer_bench(a.writer_bench, a.tmp or tempfile.mkdtemp(prefix="helicone-bench-w-"))
@@ -962,6 +1109,8 @@ def main(argv: list[str] | None = None) -> int:
     a.rss_first = a.rss_first or 1000
     a.rss_total = a.rss_total or (5000 if q else 20000)
     a.writer_rows = a.writer_rows or (5000 if q else 20000)
+    a.streams = a.streams if a.streams is not None else ("250" if q else "250,1000")
+    a.streams = "" if a.streams.strip() in ("", "0") else a.streams
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
