@@ -20,6 +20,15 @@ def _with_defaults(args: list[str]) -> list[str]:
     return args
 
 
+def _raise_nofile() -> None:
+    """Each proxied call holds two descriptors: lift the soft limit to the hard one, and say so."""
+    from helicone_addon.limits import raise_nofile_limit
+
+    old, new, hard = raise_nofile_limit()
+    if new != old:
+        print(f"helicone: raised the open-file limit from {old} to {new} (hard limit {hard})", file=sys.stderr)
+
+
 def run_dump(args: list[str]) -> int:
     from mitmproxy.proxy import mode_servers
     from mitmproxy.tools import cmdline, dump
@@ -36,6 +45,7 @@ def run_dump(args: list[str]) -> int:
             fastdispatch.install(self.addons)
 
     workers.prepare_worker(mode_servers)  # SO_REUSEPORT, only under --workers N > 1
+    _raise_nofile()
     mitm_main.run(HeliconeDumpMaster, cmdline.mitmdump, _with_defaults(args))
     return 0
 

@@ -79,25 +79,21 @@ def _compact(st) -> tuple:
             dict(o.properties) if o else None)
 
 
-def _probe(stop: threading.Event, out: list) -> None:
-    """Pure-Python work in small quanta; `out` gets the number of quanta done per second."""
-    t0 = time.perf_counter()
-    n = 0
-    while not stop.is_set():
-        for _ in range(200):
-            pass
-        n += 1
-    out.append(n / (time.perf_counter() - t0))
+def _loop_lateness(seconds: float | None, busy: threading.Event | None = None) -> list[float]:
+    """An asyncio loop on this thread waking every 1 ms (as the proxy's loop waits on sockets):
+    how late each wake-up is, in ms. Runs `seconds`, or while `busy` is set."""
+    import asyncio
 
+    async def run() -> list[float]:
+        late = []
+        end = time.perf_counter() + (seconds or 3600)
+        while time.perf_counter() < end and (busy is None or busy.is_set()):
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            late.append(max(0.0, (time.perf_counter() - t - 0.001) * 1000))
+        return late
 
-def _probe_rate(seconds: float) -> float:
-    stop, out = threading.Event(), []
-    t = threading.Thread(target=_probe, args=(stop, out))
-    t.start()
-    time.sleep(seconds)
-    stop.set()
-    t.join()
-    return out[0]
+    return asyncio.run(run())
 
 
 def writer_bench(n: int, tmp: str) -> dict:
@@ -208,24 +204,29 @@ def _handoff(tmp: str, n: int, sse: list[bytes], body_json: bytes) -> dict:
         store.submit(lambda st=st: build_row(st))
     out["thread_submit_us"] = (time.thread_time() - c0) / n * 1e6
     store.close()
-    # thread: GIL time the writer holds (a probe thread loses that much progress while it works)
-    alone = statistics.median(_probe_rate(0.4) for _ in range(3))
+    # thread: what the writer threads do to an event loop on the main thread (the proxy's switch
+    # interval): wake-up lateness with the writer busy, against the same loop alone
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+    alone = _loop_lateness(1.0)
     states = _states(n, sse, body_json)
     store = LogStore(Path(tmp) / "gil.db").start()
-    stop, rate = threading.Event(), []
-    probe = threading.Thread(target=_probe, args=(stop, rate))
-    probe.start()
-    t0 = time.perf_counter()
+    busy = threading.Event()
+    busy.set()
     for st in states:
         store.submit(lambda st=st: build_row(st))
-    store.flush(600)
-    busy = time.perf_counter() - t0
-    stop.set()
-    probe.join()
+    waiter = threading.Thread(target=lambda: (store.flush(600), busy.clear()))
+    waiter.start()
+    t0 = time.perf_counter()
+    with_writer = _loop_lateness(None, busy)
+    busy_s = time.perf_counter() - t0
+    waiter.join()
     store.close()
-    after = statistics.median(_probe_rate(0.4) for _ in range(3))
-    base = max(alone, after)
-    out["thread_gil_us_per_row"] = max(0.0, 1 - rate[0] / base) * busy / n * 1e6
+    out["loop_late_ms_alone_p50"], out["loop_late_ms_alone_p99"] = pct(alone, 50), pct(alone, 99)
+    out["loop_late_ms_writer_p50"], out["loop_late_ms_writer_p99"] = pct(with_writer, 50), pct(with_writer, 99)
+    # loop time lost per row: the extra lateness, summed over the busy period, per row written
+    extra = sum(with_writer) - statistics.mean(alone) * len(with_writer)
+    out["thread_loop_delay_us_per_row"] = max(0.0, extra) / n * 1000
+    out["thread_busy_s"] = busy_s
     # process: pickle + pipe write, a separate process draining the pipe
     states = _states(n, sse, body_json)
     c0 = time.thread_time()
@@ -261,8 +262,12 @@ def report_lines(w: dict) -> list[str]:
         f"Row visible (committed) after submit, a call every 20 ms: p50 {w['visible_ms_p50']:.1f} ms, "
         f"p99 {w['visible_ms_p99']:.1f} ms, max {w['visible_ms_max']:.1f} ms (flush interval "
         f"{w['flush_interval_ms']:.0f} ms).",
-        f"Hand-off cost on the event loop's thread, per call: thread: submit {w['thread_submit_us']:.1f} us "
-        f"+ GIL held by the writer ~{w['thread_gil_us_per_row']:.0f} us; process: pickle the CallState "
+        f"Hand-off cost on the event loop's thread, per call: thread: submit {w['thread_submit_us']:.1f} us, "
+        f"then the writer threads hold the GIL (builder {w['builder_cpu_us_per_row']:.0f} us CPU/row, all of it "
+        f"under the GIL): a 1 ms event loop beside them wakes late by p50 {w['loop_late_ms_writer_p50']:.2f} / "
+        f"p99 {w['loop_late_ms_writer_p99']:.2f} ms (alone: {w['loop_late_ms_alone_p50']:.2f} / "
+        f"{w['loop_late_ms_alone_p99']:.2f} ms), {w['thread_loop_delay_us_per_row']:.0f} us of extra loop delay "
+        f"per row; process: pickle the CallState "
         f"{w['process_pickle_state_us']:.1f} us ({w['process_pickle_state_bytes']:.0f} B), compact tuple "
         f"{w['process_pickle_compact_us']:.1f} us ({w['process_pickle_compact_bytes']:.0f} B), "
         f"pickle + write to a pipe {w['process_handoff_us']:.1f} us.",
