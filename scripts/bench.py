@@ -716,7 +716,7 @@ class Bench:
 
     def run_streams(self) -> dict:
         """N streams opened at once, per N, against direct, bare mitmdump + stream addon, the addon."""
-        from _bench_streams import STREAM_ADDON, stream_burst, summarize  # noqa: F401
+        from _bench_streams import STREAM_ADDON
 
         a = self.args
         script = self.tmp / "stream_addon.py"
