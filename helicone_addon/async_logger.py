@@ -20,7 +20,7 @@ headers, and wraps the response byte stream in a tee that copies chunks as the a
 buffering, no extra await). When the stream is consumed or closed, the finished call is handed over
 without blocking: to a ``LogStore`` writer thread (usage, cost and the row are built there by
 ``record.build_row``, as for a proxied call; ``source='logger'``) or to a sender thread that POSTs
-Helicone's async log payload (SPEC B.10) to ``endpoint`` (``source='async'`` there). Logging failures
+Helicone's async log payload (asynclog.py) to ``endpoint`` (``source='async'`` there). Logging failures
 are counted in ``counters`` and logged; they never reach the call.
 
 This module must not import mitmproxy.
@@ -33,6 +33,7 @@ import contextvars
 import dataclasses
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -45,16 +46,12 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from . import config, providers
+from . import config, providers, security
 from . import headers as hdrs
 
 logger = logging.getLogger("helicone_addon.async_logger")
 
 MAX_LOGGED_BYTES = 128 * 1024 * 1024  # bytes of one response kept for the log (the app gets all of them)
-
-# provider -> async log path (Helicone's manual logger: openai -> /oai, anthropic -> /anthropic, else /custom)
-_LOG_PATH = {"openai": "/oai/v1/log", "azure": "/oai/v1/log", "anthropic": "/anthropic/v1/log",
-             "gemini": "/googleapis/v1/log", "vertex": "/googleapis/v1/log"}
 
 
 @dataclass
@@ -309,7 +306,9 @@ class HeliconeAsyncLogger:
 
     ``endpoint``: base URL of a Helicone-style log API (``http://127.0.0.1:8585``, or Helicone's own
     ``https://api.worker.helicone.ai``); the path (``/oai/v1/log``, ``/anthropic/v1/log``, ...) is picked
-    per call, unless the URL already ends in ``/log``. ``api_key`` is sent as ``Authorization: Bearer``.
+    per call, unless the URL already ends in ``/log``. ``api_key`` is sent as ``Authorization: Bearer``;
+    without it, ``$HELICONE_API_KEY``, else (for a loopback endpoint only) the local API's token from
+    ``<data_dir>/api-token`` (``data_dir`` defaults to the proxy's, see config.py).
     ``provider`` forces the provider id of every call (else: known host, then the SDK, then the path).
     ``user_id`` / ``properties`` / ``session_*`` are defaults for every call.
     """
@@ -320,6 +319,7 @@ class HeliconeAsyncLogger:
         endpoint: str | None = None,
         *,
         api_key: str | None = None,
+        data_dir: str | Path | None = None,
         provider: str | None = None,
         user_id: str | None = None,
         session_id: str | None = None,
@@ -337,6 +337,7 @@ class HeliconeAsyncLogger:
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self.db_path = None if endpoint else Path(db_path).expanduser() if db_path else config.db_path()
         self.api_key = api_key
+        self.data_dir = data_dir
         self.provider = provider.lower() if provider else None
         self.price_overrides = price_overrides
         self.estimate = estimate
@@ -645,11 +646,22 @@ class HeliconeAsyncLogger:
         if self.endpoint and self.endpoint.endswith("/log"):
             url = self.endpoint
         else:
-            url = f"{self.endpoint}{_LOG_PATH.get(provider or '', '/custom/v1/log')}"
+            from .asynclog import log_path
+
+            url = f"{self.endpoint}{log_path(provider)}"
         headers = [(k, v) for k, v in pairs if k.lower() != hdrs.H_AUTH]
         if provider and not opts.target_provider:
             headers.append(("Helicone-Target-Provider", provider))
         return url, payload, headers
+
+    def _api_key(self) -> str | None:
+        """The key sent to the endpoint: api_key, else $HELICONE_API_KEY, else the local API's token
+        file when the endpoint is on this machine (read per send: the proxy may start later)."""
+        if self.api_key:
+            return self.api_key
+        if security.is_loopback(urlsplit(self.endpoint or "").hostname or ""):
+            return security.client_token(self.data_dir)
+        return os.environ.get(security.TOKEN_ENV) or None
 
     def _send_loop(self) -> None:
         assert self._queue is not None
@@ -664,8 +676,9 @@ class HeliconeAsyncLogger:
                 data = json.dumps(payload).encode()
                 req = urllib.request.Request(url, data=data, method="POST")
                 req.add_header("Content-Type", "application/json")
-                if self.api_key:
-                    req.add_header("Authorization", f"Bearer {self.api_key}")
+                api_key = self._api_key()
+                if api_key:
+                    req.add_header("Authorization", f"Bearer {api_key}")
                 for k, v in extra:
                     req.add_header(k, v)
                 err = None

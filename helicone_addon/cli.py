@@ -34,13 +34,13 @@ def run_dump(args: list[str]) -> int:
     from mitmproxy.tools import cmdline, dump
     from mitmproxy.tools import main as mitm_main
 
-    from helicone_addon import fastdispatch, workers
-    from helicone_addon.addon import HeliconeAddon
+    from helicone_addon import workers
+    from helicone_addon.proxy import fastdispatch, make_addons
 
     class HeliconeDumpMaster(dump.DumpMaster):
         def __init__(self, options, **kwargs) -> None:
             super().__init__(options, **kwargs)
-            self.addons.add(HeliconeAddon())
+            self.addons.add(*make_addons())
             workers.add_worker_addons(self.addons)  # X-Helicone-Worker, only under --workers N > 1
             fastdispatch.install(self.addons)
 
@@ -55,13 +55,12 @@ def run_web(args: list[str]) -> int:
     from mitmproxy.tools import main as mitm_main
     from mitmproxy.tools.web.master import WebMaster
 
-    from helicone_addon import fastdispatch
-    from helicone_addon.addon import HeliconeAddon
+    from helicone_addon.proxy import fastdispatch, make_addons
 
     class HeliconeWebMaster(WebMaster):
         def __init__(self, options, **kwargs) -> None:
             super().__init__(options, **kwargs)
-            self.addons.add(HeliconeAddon())
+            self.addons.add(*make_addons())
             fastdispatch.install(self.addons)
 
     # mitmweb shows bodies: keep streamed (SSE) bodies on the flow so the LLM view can render them
@@ -71,7 +70,52 @@ def run_web(args: list[str]) -> int:
     return 0
 
 
+USAGE = """\
+usage: helicone-addon {cmd} [mitm{tool} options] [--set helicone_OPTION=VALUE ...]
+
+The local LLM observability proxy: mitm{tool} with the helicone addons loaded. Every LLM call is logged
+to <helicone_data_dir>/helicone.db; Helicone-* request headers shape it and are stripped upstream.
+Listens on 127.0.0.1:8080 unless --listen-host/-p say otherwise; the local API on 127.0.0.1:8585.
+
+--workers N|auto (run only): N proxy processes on the same port(s) and data dir (auto: one per CPU).
+
+other commands: helicone-addon env | report | logs | sessions | ui   (helicone-addon -h)
+
+helicone options (--set name=value):
+"""
+
+
+def helicone_options() -> list[tuple[str, str, str]]:
+    """(name, default, help) of every option the addons declare, in chain order."""
+    from helicone_addon.proxy import make_addons
+
+    found: list[tuple[str, str, str]] = []
+
+    class Loader:
+        def add_option(self, name, typespec, default, help, choices=None):
+            found.append((name, repr(default) if isinstance(default, str) else str(default), help))
+
+    for addon in make_addons():
+        if hasattr(addon, "load") and type(addon).__name__ != "HeliconeMitmweb":  # it adds a view, no option
+            addon.load(Loader())
+    return found
+
+
+def print_help(cmd: str) -> None:
+    import textwrap
+
+    tool = "dump" if cmd == "run" else "web"
+    out = [USAGE.format(cmd=cmd, tool=tool)]
+    for name, default, text in helicone_options():
+        out.append(f"  {name} (default {default})")
+        out.append(textwrap.fill(text, 100, initial_indent="      ", subsequent_indent="      "))
+    out.append(f"\nmitm{tool} options follow.\n")
+    print("\n".join(out), flush=True)
+
+
 def env_exports(confdir: str, proxy: str) -> str:
+    from helicone_addon import security
+
     ca = str(Path(confdir).expanduser() / "mitmproxy-ca-cert.pem")
     lines = [
         f"export HTTPS_PROXY={shlex.quote(proxy)}",
@@ -80,6 +124,7 @@ def env_exports(confdir: str, proxy: str) -> str:
         f"export SSL_CERT_FILE={shlex.quote(ca)}",
         f"export REQUESTS_CA_BUNDLE={shlex.quote(ca)}",
         f"export NODE_EXTRA_CA_CERTS={shlex.quote(ca)}",
+        security.env_export(),  # the local API's token, as Helicone's SDKs read it
     ]
     if not Path(ca).exists():
         lines.insert(0, f"# note: {ca} does not exist yet; start the proxy once to create it")
@@ -103,19 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if from_command_line and argv and argv[0] in ("run", "web"):
         _optimized_reexec(argv)
-    if argv and argv[0] == "run":
+    if argv and argv[0] in ("run", "web"):
+        cmd, rest = argv[0], argv[1:]
+        if "-h" in rest or "--help" in rest:
+            print_help(cmd)
+        sys.argv[0] = f"helicone-addon {cmd}"  # mitmproxy's usage line names the program
+        if cmd == "web":
+            return run_web(rest)
         from helicone_addon import workers
 
         try:
-            n, rest = workers.split_workers_flag(argv[1:])
+            n, rest = workers.split_workers_flag(rest)
         except ValueError as e:
             print(f"helicone-addon run: {e}", file=sys.stderr)
             return 2
         if n > 1:
             return workers.run_workers(n, rest)
         return run_dump(rest)
-    if argv and argv[0] == "web":
-        return run_web(argv[1:])
 
     parser = argparse.ArgumentParser(
         prog="helicone-addon",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_API_PORT = 8585
+DEFAULT_API_PORT = int(os.environ.get("HELICONE_ADDON_API_PORT") or 8585)  # the local API's default port
 
 
 def default_data_dir() -> Path:

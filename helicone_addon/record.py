@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import pricing, usage
+from . import pricing, render, usage
 from .columns import USAGE_COLUMNS
 from .headers import CallOptions
 from .redact import redact_headers, redact_url
-from .usage.types import ParsedResponse, RequestInfo, Usage
+from .render import comment  # noqa: F401 - moved to render.py; this alias goes when callers switch
+from .usage.types import ParsedResponse, RequestInfo
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CallState:
-    """One call, filled in as it goes. Lives in flow.metadata["helicone"]."""
+    """The facts of one call: what the client asked, what came back, what the proxy decided.
+
+    The proxy fills it in as the call goes (it lives in the flow's record, see
+    `helicone_addon/proxy/flowrecord.py`); the API and the async logger build one in a go. Once
+    the call is finished nobody writes to it again, and `build_row` only reads it.
+    """
 
     id: str
     started_at: float  # epoch seconds: the proxy received the request
@@ -37,52 +43,33 @@ class CallState:
     method: str = "POST"
     host: str = ""
     path: str = ""
-    url: str = ""  # incoming URL as the client asked (before map_remote / gateway); see incoming_url()
-    url_parts: tuple[str, str, int] | None = None  # (scheme, host, port) as asked, for a lazy `url`
+    url: str = ""  # incoming URL as the client asked (before map_remote / gateway)
     target_url: str | None = None
     options: CallOptions | None = None
     request_headers: list[tuple[str, str]] = field(default_factory=list)
     request_body: bytes | None = None
-    request_info: RequestInfo | None = None
+    request_info: RequestInfo | None = None  # parsed request, when the proxy already needed it
     # response
     status: int | None = None
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     response_body: bytes | None = None  # raw (still content-encoded) body, non-streamed
     chunks: list[bytes] | None = None  # raw streamed chunks (still content-encoded)
-    chunk_times: list[float] | None = None
+    chunk_offsets_ms: list[int] | None = None  # arrival of each chunk, ms after the first
     content_encoding: str | None = None
     content_type: str | None = None
     first_chunk_at: float | None = None
     ended_at: float | None = None
     streamed: bool = False
     # decisions
-    short_circuit: str | None = None  # 'cache' | 'ratelimit' | 'header' | 'auth'
     cache_hit: bool = False
-    cache_key: str | None = None
-    cache_reference_id: str | None = None
-    cache_entry: Any = None  # cache.CachedResponse on a hit
+    cache_reference_id: str | None = None  # on a hit: the call that filled the cache
     rate_limited: bool = False
-    rate_limit_key: str | None = None
-    extra_response_headers: list[tuple[str, str]] = field(default_factory=list)
     retries: int = 0
     attempts: list[int | None] = field(default_factory=list)
     fallback_index: int | None = None
     error: str | None = None
     no_answer: bool = False  # the provider never answered (connection error, time-out): status NULL
     cancelled: bool = False
-    # filled by build_row
-    decoded_body: bytes | None = None  # the response body, content-decoded (reused by the cache save)
-    row: dict[str, Any] | None = None
-    parsed: ParsedResponse | None = None
-
-
-    def incoming_url(self) -> str:
-        if not self.url and self.url_parts is not None:
-            scheme, host, port = self.url_parts
-            default = 443 if scheme == "https" else 80
-            authority = host if port == default else f"{host}:{port}"
-            self.url = f"{scheme}://{authority}{self.path}"
-        return self.url
 
 
 def iso(ts: float) -> str:
@@ -105,33 +92,25 @@ def build_row(
     price_overrides: dict | None = None,
     estimate: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """The `requests` row and the `properties` rows of one finished call. Never raises."""
+    """The `requests` row and the `properties` rows of one finished call. Never raises, and
+    never writes to `state`."""
     opts = state.options
     req = state.request_info
     if req is None:
         req = usage.parse_request(state.api, state.path, state.request_body)
-        state.request_info = req
     body = b""
     parsed = ParsedResponse()
-    if state.cache_entry is not None:
-        entry = state.cache_entry
-        body = entry.body
-        u = Usage(**{c: getattr(entry, c, None) for c in USAGE_COLUMNS})
-        u.source = getattr(entry, "usage_source", "provider")
-        parsed = ParsedResponse(model=entry.model, usage=u, streamed=entry.streamed)
-    elif state.status is not None or state.chunks:
+    if state.status is not None or state.chunks:
         try:
-            body = state.decoded_body = response_bytes(state)
+            body = response_bytes(state)
             parsed = usage.parse_response(state.api, body, state.content_type, state.status)
         except Exception:  # a parser bug must not lose the row
             logger.exception("usage extraction failed for %s", state.id)
-    state.parsed = parsed
 
     u = parsed.usage
     if (
         u is None
         and estimate
-        and state.cache_entry is None
         and state.status is not None
         and 200 <= state.status < 300
         and (parsed.streamed or state.streamed)
@@ -151,9 +130,8 @@ def build_row(
             cost, note, version = pr.cost_usd, pr.note, pr.prices_version
         except Exception as e:  # pragma: no cover - pricing never raises by contract
             note = f"pricing failed: {e}"
-    if state.cache_hit:
-        saved = cost if cost is not None else getattr(state.cache_entry, "cost_usd", None)
-        cost, note = 0.0, "cache hit"
+    if state.cache_hit:  # priced as the original call was; this one cost nothing
+        saved, cost, note = cost, 0.0, "cache hit"
 
     error = state.error
     if parsed.error and not error:
@@ -209,31 +187,12 @@ def build_row(
         "response_headers": json.dumps(redact_headers(state.response_headers)),
         "response_body": None if omit_resp else _text(body),
     }
+    row["prompt_text"], row["response_text"] = render.texts(
+        state.api, None if omit_req else state.request_body, None if omit_resp else body, status=state.status,
+        parsed=parsed, request_json=req.json)
     for c in USAGE_COLUMNS:
         row[c] = getattr(u, c) if u is not None else None
     if u is not None and row["total_tokens"] is None and u.prompt_tokens is not None and u.completion_tokens is not None:
         row["total_tokens"] = u.prompt_tokens + u.completion_tokens
-    state.row = row
     prop_rows = [{"request_id": state.id, "key": k, "value": v} for k, v in props.items()]
     return row, prop_rows
-
-
-def comment(row: dict[str, Any]) -> str:
-    """One line for mitmweb's flow list."""
-    parts = [row.get("provider") or "?", row.get("model") or "?"]
-    if row.get("total_tokens") is not None:
-        est = "~" if row.get("usage_source") == "estimated" else ""
-        parts.append(f"{est}{row.get('prompt_tokens')}+{row.get('completion_tokens')} tok")
-    if row.get("cost_usd") is not None:
-        parts.append(f"${row['cost_usd']:.6f}")
-    elif row.get("cost_note"):
-        parts.append("cost ?")
-    if row.get("cache_hit"):
-        parts.append("cache HIT")
-    if row.get("rate_limited"):
-        parts.append("RATE LIMITED")
-    if row.get("retries"):
-        parts.append(f"retries={row['retries']}")
-    if row.get("error"):
-        parts.append(f"error: {str(row['error'])[:60]}")
-    return " | ".join(parts)

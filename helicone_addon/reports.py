@@ -12,7 +12,8 @@ Definitions (the README and the tests rely on them):
   p-th percentile of N sorted values = value at 1-based rank ceil(p/100 * N); None when N = 0;
 * token and cost sums treat NULL as 0; `unpriced` counts successful calls whose cost is unknown,
   so a cost total can be read as "at least";
-* time filters compare `created_at` (ISO-8601 UTC) as text: `since` is inclusive, `until` exclusive.
+* time filters compare `created_at` (ISO-8601 UTC) as text: `since` is inclusive, `until` exclusive;
+* filters are compiled by filters.py, the same code as the local API's query filters.
 """
 
 from __future__ import annotations
@@ -21,22 +22,27 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
 
 from .columns import LOG_COLUMNS
+from .filters import (
+    ERROR_SQL,
+    FilterError,
+    all_of,
+    any_of,
+    compile_filter,
+    leaf,
+    parse_time,  # noqa: F401 - the CLI's time parser is the filters' one
+)
 
-
-class ReportError(ValueError):
-    """A bad argument (unknown group-by, malformed filter, ...). The message is meant for users."""
+# Bad arguments (unknown group-by, malformed filter or time, ...) raise the filters' one error type.
+ReportError = FilterError
 
 
 # ---------------------------------------------------------------------------------------------
 # filters
-
-ERROR_SQL = "(r.status IS NULL OR r.status >= 400 OR coalesce(r.error, '') != '')"
 
 STATUS_HELP = "an HTTP status (429), a class (2xx, 4xx, 5xx), 'error', 'ok' or 'none' (no response)"
 
@@ -44,7 +50,7 @@ STATUS_HELP = "an HTTP status (429), a class (2xx, 4xx, 5xx), 'error', 'ok' or '
 @dataclass
 class Filters:
     """Which calls a report covers. Empty lists mean "any"; several values of one filter are OR-ed,
-    different filters are AND-ed."""
+    different filters are AND-ed. Compiled by filters.py, like the local API's query filters."""
 
     since: str | None = None  # normalized ISO-8601 UTC, inclusive
     until: str | None = None  # normalized ISO-8601 UTC, exclusive
@@ -55,67 +61,50 @@ class Filters:
     properties: list[tuple[str, str]] = field(default_factory=list)  # (key, value): all must match
     statuses: list[str] = field(default_factory=list)  # see STATUS_HELP
 
+    def tree(self) -> Any:
+        """The filter tree (filters.py's vocabulary, the API's query AST) of these filters."""
+        nodes: list[Any] = []
+        if self.since:
+            nodes.append(leaf("request", "created_at", "gte", self.since))
+        if self.until:
+            nodes.append(leaf("request", "created_at", "lt", self.until))
+        for column, values in (("user_id", self.users), ("provider", self.providers), ("session_id", self.sessions)):
+            if values:
+                nodes.append(any_of([leaf("request", column, "equals", v) for v in values]))
+        if self.models:
+            nodes.append(any_of([
+                leaf("response", "model", "glob" if any(c in m for c in "*?[") else "equals", m) for m in self.models
+            ]))
+        for key, value in self.properties:
+            nodes.append({"properties": {key: {"equals": value}}})
+        if self.statuses:
+            nodes.append(any_of([status_tree(s) for s in self.statuses]))
+        return all_of(nodes)
+
     def where(self) -> tuple[str, list[Any]]:
         """SQL condition on the alias `r` (the requests table) and its parameters."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if self.since:
-            clauses.append("r.created_at >= ?")
-            params.append(self.since)
-        if self.until:
-            clauses.append("r.created_at < ?")
-            params.append(self.until)
-        for column, values in (
-            ("user_id", self.users),
-            ("provider", self.providers),
-            ("session_id", self.sessions),
-        ):
-            if values:
-                clauses.append(f"r.{column} IN ({', '.join('?' for _ in values)})")
-                params.extend(values)
-        if self.models:
-            ors = []
-            for m in self.models:
-                if any(c in m for c in "*?["):
-                    ors.append("r.model GLOB ?")
-                else:
-                    ors.append("r.model = ?")
-                params.append(m)
-            clauses.append("(" + " OR ".join(ors) + ")")
-        for key, value in self.properties:
-            clauses.append(
-                "EXISTS (SELECT 1 FROM properties p WHERE p.request_id = r.id AND p.key = ? AND p.value = ?)"
-            )
-            params.extend([key, value])
-        if self.statuses:
-            ors = []
-            for s in self.statuses:
-                sql, sql_params = _status_sql(s)
-                ors.append(sql)
-                params.extend(sql_params)
-            clauses.append("(" + " OR ".join(ors) + ")")
-        return (" AND ".join(clauses) or "1"), params
+        return compile_filter(self.tree())
 
 
-def _status_sql(spec: str) -> tuple[str, list[Any]]:
+def status_tree(spec: str) -> Any:
+    """One --status value -> a filter tree (raises ReportError)."""
     s = spec.strip().lower()
+    rmt = "request_response_rmt"
     if re.fullmatch(r"\d{3}", s):
-        return "r.status = ?", [int(s)]
+        return leaf(rmt, "status", "equals", int(s))
     if re.fullmatch(r"[1-5]xx", s):
         lo = int(s[0]) * 100
-        return "(r.status >= ? AND r.status < ?)", [lo, lo + 100]
-    if s in ("error", "errors", "err"):
-        return ERROR_SQL, []
-    if s == "ok":
-        return f"NOT {ERROR_SQL}", []
+        return all_of([leaf(rmt, "status", "gte", lo), leaf(rmt, "status", "lt", lo + 100)])
+    if s in ("error", "errors", "err", "ok"):
+        return leaf(rmt, "is_error", "equals", s != "ok")
     if s in ("none", "null"):
-        return "r.status IS NULL", []
+        return leaf(rmt, "no_response", "equals", True)
     raise ReportError(f"unknown status filter {spec!r}: use {STATUS_HELP}")
 
 
 def parse_status(spec: str) -> str:
     """Validate a --status value (raises ReportError)."""
-    _status_sql(spec)
+    status_tree(spec)
     return spec.strip().lower()
 
 
@@ -125,53 +114,6 @@ def parse_property(spec: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise ReportError(f"bad property filter {spec!r}: use KEY=VALUE")
     return key.strip(), value
-
-
-_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def iso_utc(dt: datetime) -> str:
-    """The same text form the proxy writes into `created_at`."""
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(value: str, *, end: bool = False, now: datetime | None = None) -> str:
-    """A --since/--until value -> ISO-8601 UTC text comparable with `created_at`.
-
-    Accepts an ISO date or date-time (naive means UTC), a relative age such as 30m, 12h, 7d, 2w
-    (that long before now), 'today' or 'yesterday'. With end=True a bare date (or today/yesterday)
-    means the end of that day, so `--until 2025-05-31` includes the 31st.
-    """
-    now = now or datetime.now(UTC)
-    v = value.strip().lower()
-    m = _RELATIVE.match(v)
-    if m:
-        return iso_utc(now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))}))
-    if v in ("today", "yesterday", "now"):
-        if v == "now":
-            return iso_utc(now)
-        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        if v == "yesterday":
-            day -= timedelta(days=1)
-        return iso_utc(day + timedelta(days=1) if end else day)
-    text = value.strip()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        try:
-            day = datetime.fromisoformat(text).replace(tzinfo=UTC)
-        except ValueError as e:
-            raise ReportError(f"bad date {value!r}: {e}") from None
-        return iso_utc(day + timedelta(days=1) if end else day)
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ReportError(
-            f"bad time {value!r}: use an ISO date/time (2025-05-01, 2025-05-01T12:00), "
-            "a relative age (30m, 12h, 7d, 2w), 'today' or 'yesterday'"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return iso_utc(dt)
 
 
 # ---------------------------------------------------------------------------------------------

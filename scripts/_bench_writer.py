@@ -58,7 +58,6 @@ def _states(n: int, stream_events: list[bytes], body_json: bytes):
             st.chunks = list(stream_events)
             st.content_type = "text/event-stream; charset=utf-8"
             st.first_chunk_at = st.started_at + 0.001
-            st.chunk_times = [st.started_at + 0.001 * k for k in range(len(stream_events))]
         else:
             st.response_body = body_json
             st.content_type = "application/json"
@@ -74,7 +73,7 @@ def _compact(st) -> tuple:
     return (st.id, st.started_at, st.provider, st.api, st.method, st.host, st.path, st.status,
             st.request_headers, st.request_body, st.response_headers,
             b"".join(st.chunks) if st.chunks is not None else st.response_body,
-            st.chunk_times, st.content_type, st.content_encoding, st.first_chunk_at, st.ended_at,
+            st.content_type, st.content_encoding, st.first_chunk_at, st.ended_at,
             st.streamed, o.user_id if o else None, o.session_id if o else None,
             dict(o.properties) if o else None)
 

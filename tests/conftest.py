@@ -27,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 20, proc: subprocess.Popen | None = None) -> None:
+def wait_port(port: int, timeout: float = 60, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -87,7 +87,8 @@ class Proxy:
 
     def start(self) -> Proxy:
         self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})  # output() reads it live
         wait_port(self.port, proc=self.proc)
         wait_port(self.reverse_port, proc=self.proc)
         wait_port(self.reverse_anthropic_port, proc=self.proc)

@@ -12,6 +12,8 @@ import httpx
 import pytest
 from conftest import Proxy
 
+from helicone_addon.security import read_token
+
 
 def _unit_module():
     """tests/unit/test_api_filters.py: its bad async-log payloads are replayed here over HTTP."""
@@ -67,7 +69,8 @@ class ApiProxy(Proxy):
     def start(self) -> ApiProxy:
         super().start()
         conftest.wait_port(self.api_port, proc=self.proc)
-        self.api = Api(self.api_port)
+        self.token = read_token(self.data_dir)
+        self.api = Api(self.api_port, self.token)
         return self
 
 
@@ -241,7 +244,7 @@ def test_legacy_feedback_route(api_proxy):
     assert api.get(rid)["feedback_rating"] is True
 
 
-# -- async log ingestion (SPEC B.10) --------------------------------------------------------------------------
+# -- async log ingestion -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("payload", "message"), VALIDATION_CASES)

@@ -198,3 +198,37 @@ def test_hit_does_not_replay_our_own_headers(proxy, fake):
     second = call(client, m, h)
     assert second.headers["helicone-cache"] == "HIT"
     assert "helicone-retries" not in second.headers and "helicone-ratelimit-limit" not in second.headers
+
+
+# -- read-your-writes: users repeat a call at once ------------------------------------------------
+@pytest.mark.parametrize("via", ["proxy", "reverse"], ids=["https_proxy", "base_url"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_back_to_back_identical_calls_miss_then_hit(proxy, fake, via, stream):
+    """No pause, no waiting for a row: the entry is saved before the client has the first answer."""
+    client = proxy.openai(via)
+    h = {"Helicone-Cache-Enabled": "true"}
+    for _ in range(3):  # three fresh prompts, each called twice back to back
+        m = marker()
+        first = call(client, m, h, stream=stream)
+        first_text = first.http_response.read().decode() if stream else first.parse().choices[0].message.content
+        second = call(client, m, h, stream=stream)
+        second_text = second.http_response.read().decode() if stream else second.parse().choices[0].message.content
+        assert (first.headers["helicone-cache"], second.headers["helicone-cache"]) == ("MISS", "HIT")
+        assert second_text == first_text
+        assert len(fake.received(m)) == 1
+    if stream:  # a streamed hit has a time to first token, like any stream
+        hit = proxy.row(second.headers["helicone-id"])
+        assert hit["streamed"] == 1 and hit["ttft_ms"] is not None and hit["ttft_ms"] >= 0
+
+
+def test_back_to_back_across_two_proxies_on_one_data_dir(make_proxy, fake, tmp_path):
+    """Two proxy processes on one data dir: a call filled through A is a HIT through B at once."""
+    shared = tmp_path / "shared-data"
+    a, b = make_proxy(data_dir=shared), make_proxy(data_dir=shared)
+    h = {"Helicone-Cache-Enabled": "true"}
+    for stream in (False, True, False):
+        m = marker()
+        first = call(a.openai("reverse"), m, h, stream=stream)
+        second = call(b.openai("reverse"), m, h, stream=stream)
+        assert (first.headers["helicone-cache"], second.headers["helicone-cache"]) == ("MISS", "HIT")
+        assert len(fake.received(m)) == 1

@@ -58,7 +58,7 @@ def test_no_secret_in_any_file_and_private_modes(make_proxy):
 
 
 def test_api_binds_loopback_by_default():
-    from helicone_addon.addon import HeliconeAddon
+    from helicone_addon.proxy.localapi import HeliconeApi
 
     class Loader:
         def __init__(self):
@@ -68,6 +68,6 @@ def test_api_binds_loopback_by_default():
             self.opts[name] = default
 
     loader = Loader()
-    HeliconeAddon().load(loader)
+    HeliconeApi().load(loader)
     assert loader.opts["helicone_api_host"] == "127.0.0.1"
     assert loader.opts["helicone_api_port"] == 8585

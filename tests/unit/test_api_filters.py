@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from helicone_addon import api
+from helicone_addon import asynclog, filters
+from helicone_addon.api import query, records
 from helicone_addon.store import open_db
 
 T0 = "2025-01-10T10:00:00.000Z"
@@ -54,13 +55,13 @@ def conn(tmp_path_factory):
         for k, v in scores.items():
             db["scores"].insert({"request_id": _id(n), "name": k, "value": v, "created_at": T0})
     db.conn.close()
-    c = api.connect(path)
+    c = records.connect(path)
     yield c
     c.close()
 
 
 def ids(conn, flt, **kw) -> list[int]:
-    out = api.query_requests(conn, {"filter": flt, "limit": 100, "sort": {"created_at": "asc"}, **kw})
+    out = query.query_requests(conn, {"filter": flt, "limit": 100, "sort": {"created_at": "asc"}, **kw})
     return [_NUM[r["request_id"]] for r in out]
 
 
@@ -137,7 +138,7 @@ def test_is_cached_and_is_scored(conn):
 
 def test_sort_limit_offset(conn):
     def q(**kw):
-        return [_NUM[r["request_id"]] for r in api.query_requests(conn, {"filter": "all", **kw})]
+        return [_NUM[r["request_id"]] for r in query.query_requests(conn, {"filter": "all", **kw})]
 
     assert q(sort={"created_at": "desc"}, limit=2) == [4, 3]
     assert q(sort={"created_at": "desc"}, limit=2, offset=2) == [2, 1]
@@ -148,16 +149,16 @@ def test_sort_limit_offset(conn):
 
 
 def test_records_carry_feedback_scores_properties(conn):
-    (rec,) = api.query_requests(conn, {"filter": {"request": {"id": {"equals": _id(1)}}}})
+    (rec,) = query.query_requests(conn, {"filter": {"request": {"id": {"equals": _id(1)}}}})
     assert rec["feedback_rating"] is True
     assert rec["scores"] == {"accuracy": 9, "ok": 1}
     assert rec["properties"] == rec["request_properties"] == {"feature": "search", "env": "prod",
                                                               "Helicone-Session-Id": "s1"}
     assert rec["request_user_id"] == "alice" and rec["model"] == "gpt-4o-mini" and rec["response_status"] == 200
     assert rec["delay_ms"] == 100.0 and rec["cost"] == 0.001 and rec["total_tokens"] == 18
-    assert rec["cache_reference_id"] == api.DEFAULT_UUID
+    assert rec["cache_reference_id"] == records.DEFAULT_UUID
     assert rec["response_created_at"] == "2025-01-10T10:00:00.100Z"
-    (rec4,) = api.query_requests(conn, {"filter": {"request": {"id": {"equals": _id(4)}}}})
+    (rec4,) = query.query_requests(conn, {"filter": {"request": {"id": {"equals": _id(4)}}}})
     assert rec4["feedback_rating"] is None and rec4["scores"] == {}
 
 
@@ -186,28 +187,28 @@ def test_records_carry_feedback_scores_properties(conn):
     ],
 )
 def test_bad_queries_are_rejected_with_a_message(conn, body, message):
-    with pytest.raises(api.FilterError, match=None) as e:
-        api.query_requests(conn, body)
+    with pytest.raises(filters.FilterError, match=None) as e:
+        query.query_requests(conn, body)
     assert message in str(e.value)
 
 
 def test_deep_filter_is_refused():
     node: object = "all"
-    for _ in range(api.MAX_FILTER_DEPTH + 2):
+    for _ in range(filters.MAX_FILTER_DEPTH + 2):
         node = {"left": node, "operator": "and", "right": "all"}
-    with pytest.raises(api.FilterError, match="deeper"):
-        api.build_filter(node, [])
+    with pytest.raises(filters.FilterError, match="deeper"):
+        filters.build_filter(node, [])
 
 
 def test_sql_holds_no_user_values():
     params: list = []
-    sql = api.build_filter({"request": {"user_id": {"equals": "x' OR '1'='1"}},
+    sql = filters.build_filter({"request": {"user_id": {"equals": "x' OR '1'='1"}},
                             "properties": {"a'b": {"contains": "%_"}}}, params)
     assert "x'" not in sql and "a'b" not in sql and "%_" not in sql
     assert params == ["x' OR '1'='1", "a'b", "%_"]
 
 
-# -- async log payload validation (SPEC B.10: worker validateAsyncLogModel, message for message) ------------
+# -- async log payload validation (Helicone worker's messages, message for message) ---------------------------
 
 
 def good() -> dict:
@@ -219,13 +220,13 @@ def good() -> dict:
     }
 
 
-def without(path: str, value=api._MISSING):
+def without(path: str, value=asynclog.MISSING):
     d = good()
     *parents, last = path.split(".")
     node = d
     for p in parents:
         node = node[p]
-    if value is api._MISSING:
+    if value is asynclog.MISSING:
         del node[last]
     else:
         node[last] = value
@@ -233,11 +234,11 @@ def without(path: str, value=api._MISSING):
 
 
 VALIDATION_CASES = [
-    (without("providerRequest"), api.MSG_REQUIRED),
-    (without("providerResponse"), api.MSG_REQUIRED),
-    (without("providerRequest", None), api.MSG_REQUIRED),
-    (without("providerResponse", ""), api.MSG_REQUIRED),
-    ([], api.MSG_REQUIRED),
+    (without("providerRequest"), asynclog.MSG_REQUIRED),
+    (without("providerResponse"), asynclog.MSG_REQUIRED),
+    (without("providerRequest", None), asynclog.MSG_REQUIRED),
+    (without("providerResponse", ""), asynclog.MSG_REQUIRED),
+    ([], asynclog.MSG_REQUIRED),
     (without("providerRequest.url"), "Invalid providerRequest: 'url' should be a string"),
     (without("providerRequest.url", 5), "Invalid providerRequest: 'url' should be a string"),
     (without("providerRequest.meta"), "Invalid providerRequest: 'meta' should be an object"),
@@ -261,7 +262,7 @@ VALIDATION_CASES = [
 
 @pytest.mark.parametrize(("payload", "message"), VALIDATION_CASES)
 def test_validate_async_log(payload, message):
-    assert api.validate_async_log(payload) == message
+    assert asynclog.validate(payload) == message
 
 
 @pytest.mark.parametrize(
@@ -270,7 +271,7 @@ def test_validate_async_log(payload, message):
      without("providerRequest.meta", None), without("providerResponse.json", None)],
 )
 def test_valid_async_logs(payload):
-    assert api.validate_async_log(payload) is None
+    assert asynclog.validate(payload) is None
 
 
 def test_async_log_state_merges_meta_and_headers():
@@ -281,7 +282,7 @@ def test_async_log_state_merges_meta_and_headers():
     d["providerResponse"]["json"] = {"streamed_data": [{"choices": [{"delta": {"content": "hi"}}]}]}
     d["providerRequest"]["json"] = {"model": "gpt-4o-mini", "stream": True}
     d["timing"]["timeToFirstToken"] = 250
-    st = api.state_from_async_log(d, [("Helicone-Property-A", "http"), ("helicone-user-id", "http-user"),
+    st = asynclog.to_call_state(d, [("Helicone-Property-A", "http"), ("helicone-user-id", "http-user"),
                                       ("Authorization", "Bearer k")], "openai")
     assert st.options.user_id == "http-user"
     assert st.options.properties == {"a": "http", "b": "meta"}
@@ -299,10 +300,10 @@ def test_async_log_state_custom_provider_from_url_and_text_body():
     d = good()
     d["providerRequest"]["url"] = "https://api.anthropic.com/v1/messages"
     d["providerResponse"]["textBody"] = "event: message_stop\ndata: {}\n\n"
-    st = api.state_from_async_log(d, [], None)
+    st = asynclog.to_call_state(d, [], None)
     assert st.provider == "anthropic" and st.api == "anthropic-messages"
     assert st.response_body == b"event: message_stop\ndata: {}\n\n"
     d2 = good()  # "custom-model-nopath": provider unknown, format guessed from the body
     d2["providerRequest"]["json"] = {"model": "gpt-4o-mini", "messages": []}
-    st2 = api.state_from_async_log(d2, [], None)
+    st2 = asynclog.to_call_state(d2, [], None)
     assert st2.provider == "custom" and st2.api == "openai-chat" and st2.host == ""

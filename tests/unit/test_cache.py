@@ -1,4 +1,7 @@
-"""Unit tests for helicone_addon.cache (pure module: key recipe, entry format, disk buckets)."""
+"""Unit tests for helicone_addon.cache (pure module: key recipe, entry format, disk buckets).
+
+The bucket tests run on both backends: diskcache (ResponseCache) and Redis
+(helicone_addon.fleet.redis_cache.RedisResponseCache)."""
 
 from __future__ import annotations
 
@@ -21,11 +24,10 @@ from helicone_addon.cache import (
     CacheFormatError,
     ResponseCache,
     cache_key,
-    parse_bucket_size,
-    parse_ignore_keys,
     slot_key,
-    ttl_from_cache_control,
 )
+from helicone_addon.headers import parse_bucket_size, parse_ignore_keys, ttl_from_cache_control
+from servers import redis_server  # noqa: F401 - fixture
 
 URL = "https://oai.helicone.ai/v1/chat/completions"
 BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"request_id":"r1"}'
@@ -52,26 +54,54 @@ def entry(body=b'{"id":"chatcmpl-1","choices":[]}', **kw) -> CachedResponse:
         body=body,
         latency_ms=123.5,
         request_id="11111111-2222-3333-4444-555555555555",
-        model="gpt-4o-mini",
-        provider="openai",
-        prompt_tokens=10,
-        completion_tokens=5,
-        total_tokens=15,
-        cached_tokens=0,
-        cache_write_tokens=None,
-        reasoning_tokens=0,
-        usage_source="provider",
-        cost_usd=0.0000123,
     )
     args.update(kw)
     return CachedResponse(**args)
 
 
+def open_cache(spec: tuple[str, str]):
+    """A cache on a backend named by (kind, directory or URL); picklable for subprocesses."""
+    kind, where = spec
+    if kind == "redis":
+        from helicone_addon.fleet.redis_cache import RedisResponseCache
+
+        return RedisResponseCache(where, timeout=2.0)  # semantics here; outages in test_fleet_redis.py
+    return ResponseCache(where)
+
+
+@pytest.fixture(params=["diskcache", "redis"])
+def backend(request, tmp_path) -> tuple[str, str]:
+    if request.param == "redis":
+        pytest.importorskip("redis")
+        return ("redis", request.getfixturevalue("redis_server").url)
+    return ("diskcache", str(tmp_path / "cache"))
+
+
 @pytest.fixture
-def rc(tmp_path):
-    c = ResponseCache(str(tmp_path / "cache"))
+def rc(backend):
+    c = open_cache(backend)
     yield c
     c.close()
+
+
+def raw_get(rc, base: str, i: int):
+    if isinstance(rc, ResponseCache):
+        return rc._cache.get(slot_key(base, i))
+    return rc._client.get(rc.key(base, i))
+
+
+def raw_set(rc, base: str, i: int, value) -> None:
+    """Write a slot behind the cache's back (values it would never write itself)."""
+    if isinstance(rc, ResponseCache):
+        _raw_put(rc, slot_key(base, i), value)
+    else:
+        rc._client.set(rc.key(base, i), value, px=60_000)
+
+
+def has_slot(rc, base: str, i: int) -> bool:
+    if isinstance(rc, ResponseCache):
+        return slot_key(base, i) in rc._cache
+    return bool(rc._client.exists(rc.key(base, i)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -292,19 +322,18 @@ def test_entry_roundtrip_plain():
 
 def test_entry_roundtrip_stream_and_compression():
     chunks = [f'data: {{"i":{i},"t":"tok"}}\n\n'.encode() for i in range(500)] + [b"data: [DONE]\n\n"]
-    e = entry(
-        body=b"".join(chunks),
-        streamed=True,
-        chunks=chunks,
-        chunk_offsets_ms=[i * 1.5 for i in range(len(chunks))],
-        headers=[("content-type", "text/event-stream"), ("x-weird", "\udcff lone")],
-    )
+    e = entry(body=b"".join(chunks), streamed=True,
+              headers=[("content-type", "text/event-stream"), ("x-weird", "\udcff lone")])
     data = e.to_bytes()
-    assert len(data) < len(e.body) / 3  # compressed, chunks not stored twice
+    assert len(data) < len(e.body) / 3  # compressed
     assert CachedResponse.from_bytes(data) == e
-    # chunks that are not the body split are stored separately
-    e2 = entry(body=b"summary", streamed=True, chunks=[b"a", b"", b"bc"])
-    assert CachedResponse.from_bytes(e2.to_bytes()) == e2
+
+
+def test_entry_is_readable_at_a_glance():
+    data = entry(body=b'{"answer": 42}').to_bytes()
+    head, _, body = data.partition(b"\n")
+    assert head.startswith(b"HLC2 {") and json.loads(head[5:])["status"] == 200
+    assert body == b'{"answer": 42}'
 
 
 @pytest.mark.parametrize(
@@ -312,13 +341,14 @@ def test_entry_roundtrip_stream_and_compression():
     [
         lambda d: b"",
         lambda d: b"XXXX" + d[4:],  # bad magic
-        lambda d: d[:4] + bytes([99]) + d[5:],  # future version
-        lambda d: d[:-3],  # truncated
+        lambda d: d[:3] + b"9" + d[4:],  # another version
+        lambda d: d[:-3],  # truncated body
         lambda d: d + b"tail",  # trailing bytes
         lambda d: d.replace(b'"status":', b'"status}', 1),  # broken JSON
         lambda d: d.replace(b'"status":200', b'"status":"x"', 1),  # wrong type
         lambda d: d.replace(b'"body_len":', b'"body_lex":', 1),  # missing field
-        lambda d: d[:5] + b"\x80" + d[6:],  # unknown flag
+        lambda d: d.replace(b"\n", b" ", 1),  # no metadata line
+        lambda d: d.replace(b'"zlib":false', b'"zlib":true', 1),  # not compressed after all
     ],
 )
 def test_entry_decode_rejects_damage(mutate):
@@ -400,15 +430,15 @@ def _raw_put(rc, k, value):
 
 @pytest.mark.parametrize(
     "bad",
-    [b"garbage", b"HLCR\x07\x00\x00\x00\x00\x02\x00\x00\x00\x02{}", "a string", 42],
+    [b"garbage", b"HLC2 {}\n", "a string", 42],
 )
 def test_corrupt_entry_is_miss_and_removed(rc, bad, caplog):
     base = key()
-    _raw_put(rc, slot_key(base, 0), bad)
+    raw_set(rc, base, 0, bad)
     with caplog.at_level("WARNING"):
         assert rc.lookup(base) is None
     assert "corrupt" in caplog.text or "unreadable" in caplog.text
-    assert slot_key(base, 0) not in rc._cache
+    assert not has_slot(rc, base, 0)
     assert rc.store(base, 1, entry(), 60) == 0
     assert rc.lookup(base) is not None
 
@@ -416,25 +446,25 @@ def test_corrupt_entry_is_miss_and_removed(rc, bad, caplog):
 def test_corrupt_bytes_with_good_header_removed(rc):
     base = key()
     data = entry().to_bytes()
-    rc._cache.set(slot_key(base, 0), data[:-5])
+    raw_set(rc, base, 0, data[:-5])
     assert rc.lookup(base) is None
-    assert slot_key(base, 0) not in rc._cache
+    assert not has_slot(rc, base, 0)
 
 
 def test_corrupt_chosen_slot_in_full_bucket(rc):
     base = key()
     for i in range(2):
         rc.store(base, 2, entry(body=str(i).encode()), 60)
-    good = rc._cache.get(slot_key(base, 1))
-    rc._cache.set(slot_key(base, 1), good[:-1])  # header fine, payload damaged
+    good = raw_get(rc, base, 1)
+    raw_set(rc, base, 1, good[:-1])  # header fine, payload damaged
 
     class Pick1:
         def randrange(self, n):
             return 1
 
     assert rc.lookup(base, 2, Pick1()) is None
-    assert slot_key(base, 1) not in rc._cache
-    assert slot_key(base, 0) in rc._cache
+    assert not has_slot(rc, base, 1)
+    assert has_slot(rc, base, 0)
 
 
 def test_pickled_row_is_never_unpickled(tmp_path):
@@ -581,15 +611,14 @@ def test_size_limit_evicts_oldest(tmp_path):
     rc.close()
 
 
-def test_reopen_and_two_handles_share_data(tmp_path):
-    d = str(tmp_path / "c")
-    a, b = ResponseCache(d), ResponseCache(d)
+def test_reopen_and_two_handles_share_data(backend):
+    a, b = open_cache(backend), open_cache(backend)
     assert a.store(key(), 2, entry(body=b"a"), 60) == 0
     assert b.store(key(), 2, entry(body=b"b"), 60) == 1
-    assert a.lookup(key(), 2) is not None
+    assert a.lookup(key(), 2) is not None  # read-your-writes across handles
     a.close()
     b.close()
-    c = ResponseCache(d)
+    c = open_cache(backend)
     assert len(c) == 2
     c.close()
 
@@ -599,9 +628,9 @@ def test_reopen_and_two_handles_share_data(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-def _mp_worker(directory, base, barrier, n, results):
+def _mp_worker(spec, base, barrier, n, results):
     try:
-        rc = ResponseCache(directory)
+        rc = open_cache(spec)
         barrier.wait(timeout=30)
         slot = rc.store(base, 3, entry(body=f"writer {n}".encode()), 600)
         rc.close()
@@ -611,15 +640,19 @@ def _mp_worker(directory, base, barrier, n, results):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork start method")
-def test_multiprocess_bucket_no_overwrite(tmp_path):
+def test_multiprocess_bucket_no_overwrite(backend):
     ctx = mp.get_context("fork")
     for rnd in range(5):
-        directory = str(tmp_path / f"c{rnd}")  # fresh dir: concurrent initialisation too
+        kind, where = backend
+        spec = (kind, f"{where}/c{rnd}" if kind == "diskcache" else where)  # fresh dir: concurrent init too
+        if kind == "redis":
+            with open_cache(spec) as fresh:
+                fresh.clear()
         base = key(seed=f"round{rnd}")
         barrier = ctx.Barrier(4)
         results = ctx.Queue()
         procs = [
-            ctx.Process(target=_mp_worker, args=(directory, base, barrier, n, results))
+            ctx.Process(target=_mp_worker, args=(spec, base, barrier, n, results))
             for n in range(4)
         ]
         for p in procs:
@@ -631,11 +664,11 @@ def test_multiprocess_bucket_no_overwrite(tmp_path):
         slots = sorted(v for v in got.values() if v is not None)
         assert slots == [0, 1, 2], got
         assert list(got.values()).count(None) == 1
-        rc = ResponseCache(directory)
+        rc = open_cache(spec)
         try:
             for n, slot in got.items():
                 if slot is not None:  # the winner's body is in its slot: nothing overwritten
-                    raw = rc._cache.get(slot_key(base, slot))
+                    raw = raw_get(rc, base, slot)
                     assert CachedResponse.from_bytes(raw).body == f"writer {n}".encode()
             assert len(rc) == 3
         finally:

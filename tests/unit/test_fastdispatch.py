@@ -23,7 +23,7 @@ from mitmproxy.addons import script
 from mitmproxy.test import taddons, tflow
 from mitmproxy.tools import dump
 
-from helicone_addon import fastdispatch
+from helicone_addon.proxy import fastdispatch
 
 FLOW_HOOKS = ("requestheaders", "request", "responseheaders", "response", "error", "update")
 
@@ -515,7 +515,7 @@ def test_supported_versions():
 # -- e2e: the real `helicone-addon` master, fast dispatch on ---------------------------------------
 def _in_process_proxy(tmp_path: Path, upstream: str, env_off: bool):
     """HeliconeDumpMaster exactly as cli.run_dump builds it, in a thread (MITMPROXY.md section 7)."""
-    from helicone_addon.addon import HeliconeAddon
+    from helicone_addon.proxy import make_addons
 
     state: dict = {"ready": threading.Event()}
 
@@ -527,7 +527,7 @@ def _in_process_proxy(tmp_path: Path, upstream: str, env_off: bool):
     def main():
         async def amain():
             m = dump.DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
-            m.addons.add(HeliconeAddon())
+            m.addons.add(*make_addons())
             state["installed"] = fastdispatch.install(m.addons)
             m.addons.add(Ready())
             m.options.update(
@@ -618,7 +618,7 @@ def test_cli_master_installs_fast_dispatch(monkeypatch):
         monkeypatch.delenv("HELICONE_FAST_DISPATCH", raising=False)
         run([])
         assert seen["installed"] is True, run
-        assert "HeliconeAddon" in seen["names"]
+        assert {"HeliconeCalls", "HeliconeLog", "HeliconeApi"} <= set(seen["names"])
         monkeypatch.setenv("HELICONE_FAST_DISPATCH", "0")
         run([])
         assert seen["installed"] is False, run

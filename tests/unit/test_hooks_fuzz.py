@@ -37,6 +37,7 @@ kept (an example that is rate limited always carries its own RateLimit-Policy he
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import itertools
 import json
@@ -57,8 +58,61 @@ from mitmproxy.test import taddons, tflow
 
 from helicone_addon import headers as H
 from helicone_addon import providers
-from helicone_addon.addon import META, NEVER_MODIFIED, HeliconeAddon
+from helicone_addon.proxy import make_addons
+from helicone_addon.proxy.calls import SIGNED_PROVIDERS
+from helicone_addon.proxy.flowrecord import META
 from helicone_addon.record import comment
+
+
+class Chain:
+    """The addons of `helicone-addon run`, each hook called on each addon in order, as mitmproxy's
+    AddonManager does (an async hook awaited before the next addon's)."""
+
+    def __init__(self) -> None:
+        self.addons = make_addons()
+        self.rows: dict[str, dict] = {}  # request id -> the row the writer built
+
+    def get(self, cls_name: str):
+        return next(a for a in self.addons if type(a).__name__ == cls_name)
+
+    def _sync(self, hook: str, *args) -> None:
+        for a in self.addons:
+            fn = getattr(a, hook, None)
+            if fn is not None:
+                assert not asyncio.iscoroutinefunction(fn), hook
+                fn(*args)
+
+    async def _async(self, hook: str, *args) -> None:
+        for a in self.addons:
+            fn = getattr(a, hook, None)
+            if fn is not None:
+                r = fn(*args)
+                if asyncio.iscoroutine(r):
+                    await r
+
+    def requestheaders(self, f) -> None:
+        self._sync("requestheaders", f)
+        rec = f.metadata.get(META)
+        if rec is not None:
+            rec.on_row.append(lambda row, props: self.rows.__setitem__(row["id"], row))
+
+    async def request(self, f) -> None:
+        await self._async("request", f)
+
+    def responseheaders(self, f) -> None:
+        self._sync("responseheaders", f)
+
+    def response(self, f) -> None:
+        self._sync("response", f)
+
+    def error(self, f) -> None:
+        self._sync("error", f)
+
+    def running(self) -> None:
+        self._sync("running")
+
+    async def done(self) -> None:
+        await self._async("done")
 
 MAX_EXAMPLES = int(os.environ.get("HOOKS_FUZZ_EXAMPLES", "4000"))
 
@@ -411,7 +465,7 @@ def feed(stream, body: bytes, cuts: list[int], end: bool) -> None:
         assert stream(b"") in (b"", None, [])
 
 
-def respond(addon: HeliconeAddon, f: http.HTTPFlow, sc: dict, complete: bool) -> None:
+def respond(addon: Chain, f: http.HTTPFlow, sc: dict, complete: bool) -> None:
     hdrs = [(b"content-type", sc["ctype"].encode())] if sc["ctype"] is not None else []
     if sc["enc"] is not None:
         hdrs.append((b"content-encoding", sc["enc"].encode()))
@@ -433,7 +487,7 @@ def respond(addon: HeliconeAddon, f: http.HTTPFlow, sc: dict, complete: bool) ->
         f.response.timestamp_end = time.time()
 
 
-async def drive(addon: HeliconeAddon, f: http.HTTPFlow, sc: dict) -> None:
+async def drive(addon: Chain, f: http.HTTPFlow, sc: dict) -> None:
     addon.requestheaders(f)
     state = f.metadata.get(META)
     f.request.data.content = sc["req_body"]
@@ -446,7 +500,7 @@ async def drive(addon: HeliconeAddon, f: http.HTTPFlow, sc: dict) -> None:
     await addon.request(f)
     if state is None:
         assert f.response is None and f.request.headers.fields == tuple(before), "a non-LLM flow was touched"
-    elif state.provider in NEVER_MODIFIED and f.response is None:
+    elif state.call.provider in SIGNED_PROVIDERS and f.response is None:
         assert f.request.headers.fields == tuple(before), "a signed (Bedrock) call was modified on its way upstream"
     elif f.response is None:
         left = [k for k in f.request.headers if H.is_helicone(k)]
@@ -487,16 +541,16 @@ def fast_retries(monkeypatch):
 
 @pytest.mark.timeout(600)  # a pass takes well under a minute; a failure gets time to shrink
 def test_hooks_never_raise_and_every_call_is_logged(tmp_path, fast_retries):
-    addon = HeliconeAddon()
-    with taddons.context(addon) as tctx:
+    addon = Chain()
+    with taddons.context(*addon.addons) as tctx:
         loop = tctx.master.event_loop
-        tctx.configure(addon, helicone_data_dir=str(tmp_path / "data"), helicone_api_port=0)
+        tctx.configure(addon.addons[0], helicone_data_dir=str(tmp_path / "data"), helicone_api_port=0)
 
         async def start() -> None:
             addon.running()
 
         loop.run_until_complete(start())
-        store = addon.store
+        store = addon.get("HeliconeLog").store
         assert store is not None
         store.flush_interval = 0.0  # commit each call at once: one example's row per batch
         db = sqlite3.connect(store.path, timeout=30)
@@ -512,8 +566,9 @@ def test_hooks_never_raise_and_every_call_is_logged(tmp_path, fast_retries):
                 tctx.options.update(helicone_strict=sc["strict"])
             if list(tctx.options.helicone_auth_keys) != sc["auth_keys"]:
                 tctx.options.update(helicone_auth_keys=sc["auth_keys"])
-            if addon.cache is not None and len(addon.cache):
-                addon.cache.clear()  # a cache hit comes from this example's own first call, never an older one
+            cache = addon.get("HeliconeCache").cache
+            if cache is not None and len(cache):
+                cache.clear()  # a cache hit comes from this example's own first call, never an older one
             for _ in range(1 + sc["repeat"]):
                 one_call(sc)
 
@@ -527,21 +582,21 @@ def test_hooks_never_raise_and_every_call_is_logged(tmp_path, fast_retries):
                 return
             stats["llm"] += 1
             if not state.id:  # the client left before the request was read: nothing to log
-                assert state.row is None
+                assert not state.finished
                 return
             stats["short"] += bool(state.short_circuit)
             assert store.flush(30), "the writer did not catch up"
             delta = {k: v - before[k] for k, v in store.counters.items()}
             assert delta == {**delta, "build_errors": 0, "write_retries": 0, "spilled": 0, "dropped": 0}, delta
             assert delta["written"] == 1, f"{delta['written']} rows written for one call"
-            assert state.row and state.row["id"] == state.id
-            comment(state.row)
+            row = addon.rows.get(state.id)
+            assert row and row["id"] == state.id
+            comment(row)
             n = db.execute("SELECT count(*) FROM requests WHERE id = ?", [state.id]).fetchone()[0]
             assert n == 1
-            row = state.row
             stats["rows"] += 1
-            stats["upstream"] += bool(state.status and not state.short_circuit)
-            stats["streamed"] += bool(state.streamed and not state.short_circuit)
+            stats["upstream"] += bool(state.call.status and not state.short_circuit)
+            stats["streamed"] += bool(state.call.streamed and not state.short_circuit)
             stats["errors"] += bool(row["error"])
             stats["usage"] += row["total_tokens"] is not None
             stats["cost"] += bool(row["cost_usd"])

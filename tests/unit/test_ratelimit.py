@@ -1,4 +1,5 @@
-"""helicone_addon.ratelimit: policy grammar, segment keys, sliding window on diskcache."""
+"""helicone_addon.ratelimit: policy grammar, segment keys, sliding window on diskcache and on Redis
+(helicone_addon.fleet.redis_ratelimit: the window tests run on both backends)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,33 @@ from helicone_addon.ratelimit import (
     rate_limited_body,
     segment_key,
 )
+from servers import redis_server  # noqa: F401 - fixture
+
+BACKENDS = ["diskcache", "redis"]
+
+
+def open_limiter(spec: tuple[str, str]):
+    """A limiter on a backend named by (kind, directory or URL); picklable for subprocesses."""
+    kind, where = spec
+    if kind == "redis":
+        from helicone_addon.fleet.redis_ratelimit import RedisRateLimiter
+
+        return RedisRateLimiter(where, timeout=2.0)  # semantics here; outages in test_fleet_redis.py
+    return RateLimiter(where)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path) -> tuple[str, str]:
+    """(kind, directory or URL) of an empty limiter store."""
+    if request.param == "redis":
+        pytest.importorskip("redis")
+        return ("redis", request.getfixturevalue("redis_server").url)
+    return ("diskcache", str(tmp_path / "rl"))
+
+
+def stored_log(limiter, key: str) -> dict:
+    """The stored {"k": keep, "e": [[ts, units], ...]} of a key, whatever the backend."""
+    return limiter.cache.get(key) if isinstance(limiter, RateLimiter) else limiter.state(key)
 
 # ------------------------------------------------------------------------------- grammar
 
@@ -107,8 +135,8 @@ def test_missing_segment():
 
 
 @pytest.fixture
-def limiter(tmp_path):
-    rl = RateLimiter(str(tmp_path / "rl"))
+def limiter(backend):
+    rl = open_limiter(backend)
     yield rl
     rl.close()
 
@@ -200,18 +228,18 @@ def test_compact_log_for_large_quota(limiter):
     t = 0.0
     for i in range(5000):
         assert limiter.check_and_consume(key, pol, now=t + i * 3.0).allowed  # one call every 3 s for ~4 h
-    state = limiter.cache.get(key)
+    state = stored_log(limiter, key)
     assert len(state["e"]) <= 86400 / 864 + 2  # about one entry per 1/100 of the window
     assert sum(u for _, u in state["e"]) == 5000
     d = limiter.peek(key, pol, now=t + 15000)
     assert d.remaining == 500000 - 5000
 
 
-def test_state_persists_across_instances(tmp_path):
+def test_state_persists_across_instances(backend):
     pol = parse_policy("1;w=60")
-    with RateLimiter(str(tmp_path / "d")) as a:
+    with open_limiter(backend) as a:
         assert a.check_and_consume("k", pol, now=10).allowed
-    with RateLimiter(str(tmp_path / "d")) as b:
+    with open_limiter(backend) as b:
         assert not b.check_and_consume("k", pol, now=20).allowed
 
 
@@ -234,8 +262,8 @@ def test_threads_share_one_limiter(limiter):
     assert sum(results) == 25 and len(results) == 80
 
 
-def _mp_worker(directory: str, n_threads: int, quota: int, barrier, out) -> None:
-    rl = RateLimiter(directory)
+def _mp_worker(spec: tuple[str, str], n_threads: int, quota: int, barrier, out) -> None:
+    rl = open_limiter(spec)
     pol = Policy(quota, 60)
     allowed = []
     tb = threading.Barrier(n_threads)
@@ -255,14 +283,13 @@ def _mp_worker(directory: str, n_threads: int, quota: int, barrier, out) -> None
 
 
 @pytest.mark.timeout(120)
-def test_multiprocess_exact_quota(tmp_path):
+def test_multiprocess_exact_quota(backend):
     ctx = multiprocessing.get_context("spawn")
-    directory = str(tmp_path / "mp")
-    RateLimiter(directory).close()  # create the database once
+    open_limiter(backend).close()  # create the database once
     n_procs, n_threads, quota = 4, 10, 10
     barrier = ctx.Barrier(n_procs)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_mp_worker, args=(directory, n_threads, quota, barrier, out)) for _ in range(n_procs)]
+    procs = [ctx.Process(target=_mp_worker, args=(backend, n_threads, quota, barrier, out)) for _ in range(n_procs)]
     for p in procs:
         p.start()
     counts = [out.get(timeout=100) for _ in procs]
@@ -270,8 +297,8 @@ def test_multiprocess_exact_quota(tmp_path):
         p.join(timeout=30)
         assert p.exitcode == 0
     assert sum(counts) == quota
-    with RateLimiter(directory) as rl:
-        state = rl.cache.get("rl_global_request")
+    with open_limiter(backend) as rl:
+        state = stored_log(rl, "rl_global_request")
         assert sum(u for _, u in state["e"]) == quota
 
 

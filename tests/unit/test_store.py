@@ -258,7 +258,7 @@ def test_insert_rows_one_statement_union_of_columns_and_sqlite_utils_values(tmp_
     from helicone_addon.store import insert_rows
 
     db = open_db(tmp_path / "h.db")
-    a = row(body="alpha walrus")
+    a = row(body="alpha walrus", prompt_text="alpha walrus")
     b = {"id": str(uuid.uuid4()), "created_at": "2025-01-01T00:00:00.000Z", "properties": {"k": ["v", 1]},
          "status": 500}
     with db.conn:
@@ -269,7 +269,7 @@ def test_insert_rows_one_statement_union_of_columns_and_sqlite_utils_values(tmp_
     assert got[b["id"]]["properties"] == '{"k": ["v", 1]}'  # as sqlite-utils stores a dict
     # the same id again replaces the row, and the full-text index follows (delete trigger on REPLACE)
     with db.conn:
-        insert_rows(db.conn, "requests", [dict(a, request_body="beta otter")])
+        insert_rows(db.conn, "requests", [dict(a, request_body="beta otter", prompt_text="beta otter")])
     assert count(tmp_path / "h.db") == 2
     assert [r["id"] for r in db.query(
         "SELECT id FROM requests WHERE rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH 'otter')")] == [a["id"]]
@@ -282,7 +282,8 @@ def test_batched_rows_are_searchable_and_the_index_is_sound(tmp_path):
     path = tmp_path / "h.db"
     store = LogStore(path).start()
     for i in range(700):  # several batches, several statements
-        r = row(body=f"prompt number{i} zebra" if i % 7 == 0 else f"prompt number{i}")
+        text = f"prompt number{i} zebra" if i % 7 == 0 else f"prompt number{i}"
+        r = row(body=text, prompt_text=text)  # prompt_text: what the full-text index reads
         store.submit(lambda r=r: (r, [{"request_id": r["id"], "key": "n", "value": str(i)}]))
     assert store.flush(60)
     store.close()

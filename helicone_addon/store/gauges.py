@@ -1,0 +1,28 @@
+"""Counters and gauges users can query: the `store_counters(name, value)` table of the log."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+
+def write_gauges(path: str | os.PathLike, values: dict[str, int]) -> None:
+    """Set `values` in store_counters (a short transaction on a connection of its own)."""
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO store_counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                list(values.items()),
+            )
+    finally:
+        conn.close()
+
+
+def has_table(path: str | os.PathLike, table: str) -> bool:
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]).fetchone() is not None
+    finally:
+        conn.close()
