@@ -647,8 +647,14 @@ class Bench:
             self.results["notes"].append("litellm: not installed (optional), skipped")
         elif "litellm" not in configs and self.litellm_available():
             configs.append("litellm")
-        for c in configs:
-            if c != "direct":
+        for c in list(configs):
+            if c == "litellm":
+                try:
+                    self.start_config(c)
+                except (RuntimeError, TimeoutError) as e:  # e.g. litellm without its [proxy] extra
+                    configs.remove(c)
+                    self.results["notes"].append(f"litellm: could not start ({e}), skipped")
+            elif c != "direct":
                 self.start_config(c)
         proxies = [self.servers[c]["pid"] for c in configs if self.servers[c].get("pid")]
         self.results["configs"] = {c: CONFIG_HELP.get(c, c) for c in configs}
