@@ -20,18 +20,32 @@ def _with_defaults(args: list[str]) -> list[str]:
     return args
 
 
+def _raise_nofile() -> None:
+    """Each proxied call holds two descriptors: lift the soft limit to the hard one, and say so."""
+    from helicone_addon.limits import raise_nofile_limit
+
+    old, new, hard = raise_nofile_limit()
+    if new != old:
+        print(f"helicone: raised the open-file limit from {old} to {new} (hard limit {hard})", file=sys.stderr)
+
+
 def run_dump(args: list[str]) -> int:
+    from mitmproxy.proxy import mode_servers
     from mitmproxy.tools import cmdline, dump
     from mitmproxy.tools import main as mitm_main
 
+    from helicone_addon import workers
     from helicone_addon.proxy import fastdispatch, make_addons
 
     class HeliconeDumpMaster(dump.DumpMaster):
         def __init__(self, options, **kwargs) -> None:
             super().__init__(options, **kwargs)
             self.addons.add(*make_addons())
+            workers.add_worker_addons(self.addons)  # X-Helicone-Worker, only under --workers N > 1
             fastdispatch.install(self.addons)
 
+    workers.prepare_worker(mode_servers)  # SO_REUSEPORT, only under --workers N > 1
+    _raise_nofile()
     mitm_main.run(HeliconeDumpMaster, cmdline.mitmdump, _with_defaults(args))
     return 0
 
@@ -64,6 +78,8 @@ usage: helicone-addon {cmd} [mitm{tool} options] [--set helicone_OPTION=VALUE ..
 The local LLM observability proxy: mitm{tool} with the helicone addons loaded. Every LLM call is logged
 to <helicone_data_dir>/helicone.db; Helicone-* request headers shape it and are stripped upstream.
 Listens on 127.0.0.1:8080 unless --listen-host/-p say otherwise; the local API on 127.0.0.1:8585.
+
+--workers N|auto (run only): N proxy processes on the same port(s) and data dir (auto: one per CPU).
 
 other commands: helicone-addon env | report | logs | sessions | ui   (helicone-addon -h)
 
@@ -139,7 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         if "-h" in rest or "--help" in rest:
             print_help(cmd)
         sys.argv[0] = f"helicone-addon {cmd}"  # mitmproxy's usage line names the program
-        return run_dump(rest) if cmd == "run" else run_web(rest)
+        if cmd == "web":
+            return run_web(rest)
+        from helicone_addon import workers
+
+        try:
+            n, rest = workers.split_workers_flag(rest)
+        except ValueError as e:
+            print(f"helicone-addon run: {e}", file=sys.stderr)
+            return 2
+        if n > 1:
+            return workers.run_workers(n, rest)
+        return run_dump(rest)
 
     parser = argparse.ArgumentParser(
         prog="helicone-addon",

@@ -30,7 +30,8 @@ That is exactly our ``prompt_tokens``, so::
     cache_write_1h_tokens = Anthropic raw usage cache_creation.ephemeral_1h_input_tokens, when present
                             (a part of cache_write_tokens, priced at the 1-hour write rate)
 
-Speed: the model lookup is memoised (hits and misses). genai-prices' own ``calc_price`` costs ~70 µs
+Speed: the resolution of a (provider, model) is memoised (hits and misses), with the per-token
+rates of a model that has a single price set, so a call costs a dict lookup and a few multiplications. genai-prices' own ``calc_price`` costs ~70 µs
 per call (unit-registry validation on every call); for a price set that is linear (no token tiers),
 the cost is ``base + sum(rate_k * count_k)``, so the per-token rates are derived ONCE per price set by
 asking genai-prices for the price of unit usages, and later calls cost a few µs. Tiered prices (and
@@ -235,7 +236,7 @@ def _raw_1h_cache_write(raw: Any) -> int:
     return best
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Counts:
     input: int
     output: int
@@ -257,23 +258,26 @@ class _Counts:
         return kw
 
 
+def _n(v: Any) -> int:
+    """A usable token count: a positive int or float (not a bool), else 0."""
+    if type(v) is int:
+        return v if v > 0 else 0
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 0
+
+
 def _counts(usage: Usage) -> _Counts | str:
     """Our Usage -> counts in genai-prices' meaning, or a reason string when unusable."""
-
-    def n(v: Any) -> int:
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 0
-
     if usage.prompt_tokens is None and usage.completion_tokens is None:
         return "usage has no token counts"
-    cr, cw, out = n(usage.cached_tokens), n(usage.cache_write_tokens), n(usage.completion_tokens)
+    cr, cw, out = _n(usage.cached_tokens), _n(usage.cache_write_tokens), _n(usage.completion_tokens)
     # prompt_tokens includes cache read + write; when absent, the cache parts are all we know
-    inp = n(usage.prompt_tokens) if usage.prompt_tokens is not None else cr + cw
+    inp = _n(usage.prompt_tokens) if usage.prompt_tokens is not None else cr + cw
     if cr + cw > inp:
         return (
             f"inconsistent usage: cached_tokens ({cr}) + cache_write_tokens ({cw}) exceed "
             f"prompt_tokens ({inp}), which must include them"
         )
-    reasoning = n(usage.reasoning_tokens)
+    reasoning = _n(usage.reasoning_tokens)
     if reasoning > out:  # a parser that did not fold reasoning into completion_tokens: do not price it apart
         reasoning = 0
     w1h = _raw_1h_cache_write(usage.raw) if cw else 0
@@ -348,6 +352,40 @@ def _fast_total(rates: tuple[float, ...], c: _Counts) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# memoised resolution of (provider, model): everything about a price that does not depend on the call
+
+_resolved_lock = threading.Lock()
+_resolved: dict[tuple[str | None, str], tuple[Any, Any, str | None, str | None, tuple[float, ...] | None]] = {}
+_RESOLVED_MAX = 8192
+
+
+def _resolve(provider: str | None, model_s: str) -> tuple[Any, Any, str | None, str | None, tuple[float, ...] | None]:
+    """(Provider, ModelInfo, miss reason, note, linear rates) for a (provider, normalised model).
+
+    The rates are kept only when the model has ONE price set (no start dates or time-of-day
+    prices): then they do not depend on when the call was made; otherwise they are None and each
+    call picks its price set by time.
+    """
+    key = (provider, model_s)
+    hit = _resolved.get(key)
+    if hit is not None:
+        return hit
+    gp_provider, guess_note = _gp_provider_for(provider)
+    prov, info, miss = _lookup(gp_provider, model_s)
+    if prov is None:
+        out = (None, None, miss, None, None)
+    else:
+        prices = info.prices
+        rates = _linear_rates(prices) if isinstance(prices, _gp_types.ModelPrice) else None
+        out = (prov, info, None, _guess_note(guess_note, prov, info), rates)
+    with _resolved_lock:
+        if len(_resolved) >= _RESOLVED_MAX:  # a flood of made-up model names: start over
+            _resolved.clear()
+        _resolved[key] = out
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # public entry point
 
 
@@ -366,15 +404,16 @@ def price(
     ``when`` is the time of the call (prices can change over time); default now.
     ``fast=False`` forces genai-prices' own ``calc_price`` path (used by tests to cross-check).
     """
-    where = f"(provider {provider!r})"
     if not model or not str(model).strip():
-        return PriceResult(None, f"no model known for this call {where}; no price", PRICES_VERSION)
+        return PriceResult(None, f"no model known for this call (provider {provider!r}); no price", PRICES_VERSION)
     model_s = _normalise_model(str(model))
     if usage is None:
-        return PriceResult(None, f"no usage reported for model {model!r} {where}; no price", PRICES_VERSION)
+        return PriceResult(
+            None, f"no usage reported for model {model!r} (provider {provider!r}); no price", PRICES_VERSION
+        )
     counts = _counts(usage)
     if isinstance(counts, str):
-        return PriceResult(None, f"{counts} for model {model!r} {where}; no price", PRICES_VERSION)
+        return PriceResult(None, f"{counts} for model {model!r} (provider {provider!r}); no price", PRICES_VERSION)
 
     if overrides:
         found = _find_override(overrides, model_s) or (
@@ -390,23 +429,22 @@ def price(
             ) / _M
             return PriceResult(round(cost, _DIGITS), f"price override {pattern!r}", PRICES_VERSION)
 
-    gp_provider, guess_note = _gp_provider_for(provider)
-    prov, info, miss = _lookup(gp_provider, model_s)
+    prov, info, miss, note, rates = _resolve(provider, model_s)
     if prov is None:
         return PriceResult(
             None,
             f"no price for model {model!r} (provider {provider!r}) in genai-prices {GENAI_PRICES_VERSION}: {miss}",
             PRICES_VERSION,
         )
+    if fast and rates is not None:  # one linear price set: no clock, no genai-prices call
+        return PriceResult(round(_fast_total(rates, counts), _DIGITS), note, PRICES_VERSION)
 
     ts = when or datetime.now(tz=UTC)
     try:
         if fast:
-            model_price = info.get_prices(ts)
-            rates = _linear_rates(model_price)
+            rates = _linear_rates(info.get_prices(ts))
             if rates is not None:
-                cost = round(_fast_total(rates, counts), _DIGITS)
-                return PriceResult(cost, _guess_note(guess_note, prov, info), PRICES_VERSION)
+                return PriceResult(round(_fast_total(rates, counts), _DIGITS), note, PRICES_VERSION)
         calc = info.calc_price(genai_prices.Usage(**counts.as_gp_kwargs()), prov, genai_request_timestamp=ts)
         cost = round(float(calc.total_price), _DIGITS)
     except Exception as e:  # genai-prices validation errors: report, never a silent 0
@@ -415,7 +453,7 @@ def price(
             f"genai-prices {GENAI_PRICES_VERSION} could not price model {model!r} (provider {provider!r}): {e}",
             PRICES_VERSION,
         )
-    return PriceResult(cost, _guess_note(guess_note, prov, info), PRICES_VERSION)
+    return PriceResult(cost, note, PRICES_VERSION)
 
 
 def _guess_note(guess_note: str | None, prov: Any, info: Any) -> str | None:

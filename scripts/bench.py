@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py                       # full run (~9 minutes)
     .venv/bin/python scripts/bench.py --quick               # short run (~3 minutes)
     .venv/bin/python scripts/bench.py --json bench.json     # also write the results as JSON
+    .venv/bin/python scripts/bench.py --streams-only --streams 250,1000,2500 [--streams-nofile 1024]
 
 Everything runs on loopback and is started by this script, each in its own process:
   * a fast fake OpenAI upstream (asyncio, raw HTTP/1.1 keep-alive; JSON, or SSE with a delay between
@@ -20,8 +21,12 @@ Everything runs on loopback and is started by this script, each in its own proce
   * a closed-loop load generator (its own process, asyncio + raw sockets, keep-alive): N workers,
     each sending requests back to back, at concurrency 1, 8 and 32, non-streamed and streamed.
 It reports requests/s, latency p50/p99, time to first chunk p50/p99 for streams, the proxy's CPU
-per request, the ratios addon/bare and addon/direct; a cache hit against a pass-through call; the
-log writer's sustained rows/s (LogStore directly); the proxy's RSS after 1k and after 20k calls.
+per request (every process under the proxy: workers, a writer process, ... included), the ratios
+addon/bare and addon/direct; N long streams opened at once (scripts/_bench_streams.py: completed,
+TTFC and whole-stream p99 over direct, proxy CPU and RSS, against bare mitmdump with a one-line
+streaming addon); a cache hit against a pass-through call; the log writer (scripts/_bench_writer.py:
+rows/s by wall clock and by CPU, row visibility, hand-off costs); the proxy's RSS after 1k and
+after 20k calls.
 It is bounded in requests and seconds, and stops every process it started (also on Ctrl-C).
 The proxy is pinned to one CPU and the clients to the others when the machine has several
 (--no-pin to turn that off). Exit status: 0, or 2 if it could not run.
@@ -94,6 +99,10 @@ def serve_upstream(chunk_delay_ms: float) -> None:
 
     sse_usage_c = [chunk(e) for e in sse_usage]
     sse_plain_c = [chunk(e) for e in sse_plain]
+    long_answers: dict[tuple[int, bool], list[bytes]] = {}
+    from _bench_streams import _raise_nofile, sse_chunks
+
+    _raise_nofile()
     not_found = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
     class Upstream(asyncio.Protocol):
@@ -151,7 +160,14 @@ def serve_upstream(chunk_delay_ms: float) -> None:
                     continue
                 compact = bytes(body).replace(b" ", b"")
                 if b'"stream":true' in compact:
-                    chunks = sse_usage_c if b'"include_usage":true' in compact else sse_plain_c
+                    usage = b'"include_usage":true' in compact
+                    chunks = sse_usage_c if usage else sse_plain_c
+                    k = head.find(b"x-fake-chunks:")
+                    if k >= 0:  # a long answer of N one-token chunks (the concurrent-streams scenario)
+                        n = int(head[k + 14 : head.find(b"\r\n", k) if head.find(b"\r\n", k) > 0 else None])
+                        if (n, usage) not in long_answers:
+                            long_answers[(n, usage)] = sse_chunks(MODEL, n, usage)
+                        chunks = long_answers[(n, usage)]
                     delay = chunk_delay_ms
                     k = head.find(b"x-fake-delay-ms:")
                     if k >= 0:
@@ -184,7 +200,7 @@ def serve_upstream(chunk_delay_ms: float) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(Upstream, "127.0.0.1", 0, backlog=1024)
+        server = await loop.create_server(Upstream, "127.0.0.1", 0, backlog=4096)
         port = server.sockets[0].getsockname()[1]
         print(f"READY {port}", flush=True)
         stop = asyncio.Event()
@@ -345,74 +361,13 @@ def loadgen(spec: dict) -> None:
 
 
 # =================================================================================================
-# log writer throughput (child process: bench.py --writer-bench N)
+# log writer throughput (child process: bench.py --writer-bench N): see scripts/_bench_writer.py
 # =================================================================================================
 def writer_bench(n: int, tmp: str) -> None:
-    from fakes.upstream import REPLY_WORDS, openai_completion, openai_sse_events
+    sys.modules.setdefault("bench", sys.modules[__name__])  # _bench_writer imports helpers from here
+    from _bench_writer import writer_bench as run
 
-    from helicone_addon import headers, providers
-    from helicone_addon.record import CallState, build_row
-    from helicone_addon.store import LogStore
-
-    body_json = json.dumps(openai_completion(MODEL, "".join(REPLY_WORDS))).encode()
-    sse = openai_sse_events(MODEL, include_usage=True)
-
-    def state(i: int) -> CallState:
-        stream = i % 2 == 1
-        req_headers = [("host", OPENAI_HOST), ("content-type", "application/json"),
-                       ("authorization", "Bearer sk-bench-0000000000000000"),
-                       ("helicone-property-bench", "yes"), ("helicone-user-id", "u1")]
-        st = CallState(id="", started_at=time.time(), provider="openai",
-                       api=providers.api_for("openai", PATH), method="POST", host=OPENAI_HOST, path=PATH,
-                       url=f"https://{OPENAI_HOST}{PATH}", request_headers=req_headers)
-        st.request_body = make_body(stream)
-        st.options = headers.parse(req_headers, strict=True)
-        st.id = st.options.request_id
-        st.status = 200
-        if stream:
-            st.streamed = True
-            st.chunks = list(sse)
-            st.content_type = "text/event-stream; charset=utf-8"
-            st.first_chunk_at = st.started_at + 0.001
-        else:
-            st.response_body = body_json
-            st.content_type = "application/json"
-        st.response_headers = [("content-type", st.content_type)]
-        st.ended_at = st.started_at + 0.002
-        return st
-
-    results = {}
-    # 1. the writer as the proxy uses it: build_row (usage, pricing) + insert, on the writer thread
-    states = [state(i) for i in range(n)]
-    store = LogStore(Path(tmp) / "full.db").start()
-    t0 = time.perf_counter()
-    for st in states:
-        store.submit(lambda st=st: build_row(st, price_overrides=None, estimate=True))
-    store.flush(600)
-    dt = time.perf_counter() - t0
-    store.close()
-    results["build_and_insert_rows_per_s"] = n / dt
-    # 2. build_row alone (CPU per call that the writer thread takes from the proxy process)
-    states = [state(i) for i in range(n)]
-    t0 = time.perf_counter()
-    rows = [build_row(st, price_overrides=None, estimate=True) for st in states]
-    dt_build = time.perf_counter() - t0
-    results["build_row_us"] = dt_build / n * 1e6
-    # 3. insert only (pre-built rows)
-    store = LogStore(Path(tmp) / "insert.db").start()
-    t0 = time.perf_counter()
-    for row in rows:
-        store.submit(row)
-    store.flush(600)
-    dt = time.perf_counter() - t0
-    store.close()
-    results["insert_only_rows_per_s"] = n / dt
-    results["insert_us"] = dt / n * 1e6
-    results["rows"] = n
-    conn = sqlite3.connect(Path(tmp) / "full.db")
-    results["rows_in_db"] = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-    conn.close()
-    print(json.dumps(results), flush=True)
+    print(json.dumps(run(n, tmp)), flush=True)
 
 
 # =================================================================================================
@@ -431,18 +386,58 @@ def _die_with_parent() -> None:
 from _util import free_port, wait_port  # noqa: E402
 
 
-def cpu_ticks(pid: int) -> int:
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return int(parts[11]) + int(parts[12])  # utime + stime (all threads)
+        return f.read().rsplit(")", 1)[1].split()  # fields from 3 (state) on
 
 
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def descendants(pid: int) -> list[int]:
+    """Live descendants of a process (workers, a writer process, ...)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                children.setdefault(int(_stat(int(d))[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    """CPU time of a process and of every process under it: all their threads (utime + stime),
+    live descendants included, and the children it has already reaped (cutime + cstime)."""
+    try:
+        parts = _stat(pid)
+    except OSError:
+        return 0
+    total = int(parts[11]) + int(parts[12]) + int(parts[13]) + int(parts[14])
+    for child in descendants(pid):
+        try:
+            c = _stat(child)
+        except OSError:
+            continue  # it just exited: its time moves to its parent's cutime
+        total += int(c[11]) + int(c[12])
+    return total
+
+
+def rss_kb(pid: int, tree: bool = False) -> int:
+    """Resident memory of a process (and, with tree=True, of every process under it)."""
+    total = 0
+    for p in [pid, *(descendants(pid) if tree else [])]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -469,13 +464,17 @@ class Bench:
 
     # -- processes -------------------------------------------------------------------------------
     def spawn(self, argv: list[str], name: str, env: dict | None = None, cpus: set[int] | None = None,
-              stdout=None) -> subprocess.Popen:
+              stdout=None, nofile: int | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child, closed below
 
         def pre() -> None:
             _die_with_parent()
             if cpus:
                 os.sched_setaffinity(0, cpus)
+            if nofile:  # the soft descriptor limit a shell would give (e.g. 1024)
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
         proc = subprocess.Popen(
             argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=stdout or log, stderr=log,
@@ -639,14 +638,23 @@ class Bench:
     def run(self) -> dict:
         a = self.args
         self.start_upstream()
+        if a.streams_only:
+            self.results["streams"] = self.run_streams()
+            return self.results
         configs = [c for c in a.configs.split(",") if c]
         if "litellm" in configs and not self.litellm_available():
             configs.remove("litellm")
             self.results["notes"].append("litellm: not installed (optional), skipped")
         elif "litellm" not in configs and self.litellm_available():
             configs.append("litellm")
-        for c in configs:
-            if c != "direct":
+        for c in list(configs):
+            if c == "litellm":
+                try:
+                    self.start_config(c)
+                except (RuntimeError, TimeoutError) as e:  # e.g. litellm without its [proxy] extra
+                    configs.remove(c)
+                    self.results["notes"].append(f"litellm: could not start ({e}), skipped")
+            elif c != "direct":
                 self.start_config(c)
         proxies = [self.servers[c]["pid"] for c in configs if self.servers[c].get("pid")]
         self.results["configs"] = {c: CONFIG_HELP.get(c, c) for c in configs}
@@ -673,6 +681,8 @@ class Bench:
                 for c in configs:
                     if samples[c]:
                         self.results["cells"].append(summarize(c, kind, conc, samples[c]))
+        if a.streams and self.time_left():
+            self.results["streams"] = self.run_streams()
         if a.cache and "addon" in self.servers and self.time_left():
             self.results["cache"] = self.run_cache()
         if a.writer and self.time_left():
@@ -710,6 +720,105 @@ class Bench:
             out[f"c{conc}"]["hits_in_window"] = sum(r["hits"] for r in per["cache-hit"])
         return out
 
+    def run_streams(self) -> dict:
+        """N streams opened at once, per N, against direct, bare mitmdump + stream addon, the addon."""
+        from _bench_streams import STREAM_ADDON
+
+        a = self.args
+        script = self.tmp / "stream_addon.py"
+        script.write_text(STREAM_ADDON)
+        mitmdump = str(Path(sys.executable).with_name("mitmdump"))
+        out: dict = {"meta": {"chunks": a.stream_chunks, "chunk_ms": a.stream_chunk_ms, "proxy_nofile": a.streams_nofile},
+                     "cells": []}
+        servers: dict[str, dict] = {"direct": self.servers["direct"]}
+        for name in a.streams_configs.split(","):
+            if name == "direct":
+                continue
+            port = free_port()
+            common = ["-q", "--listen-host", "127.0.0.1", "--set", f"confdir={self.tmp / f'conf-s-{name}'}",
+                      "--mode", f"reverse:{self.up_url}@127.0.0.1:{port}"]
+            if name == "bare-stream":
+                argv = [mitmdump, *common, "-s", str(script)]
+            elif name == "addon":
+                argv = [sys.executable, "-m", "helicone_addon", "run", *common,
+                        "--set", f"helicone_data_dir={self.tmp / 'data-streams'}", "--set", "helicone_api_port=0",
+                        "--set", "helicone_hosts=127.0.0.1=openai"]
+                if a.stream_workers > 1:
+                    argv += ["--workers", str(a.stream_workers)]
+            else:
+                raise ValueError(f"unknown streams config {name!r}")
+            proc = self.spawn(argv, f"streams-{name}", cpus=self.proxy_cpus, nofile=a.streams_nofile)
+            wait_port(port, proc, timeout=120)
+            servers[name] = {"host": "127.0.0.1", "port": port, "pid": proc.pid, "proc": proc}
+            time.sleep(2 if a.stream_workers > 1 else 0.2)
+        for n in [int(x) for x in str(a.streams).split(",") if x.strip()]:
+            for name, srv in servers.items():
+                if not self.time_left():
+                    break
+                if srv.get("pid"):
+                    self.settle([srv["pid"]], timeout=30)
+                out["cells"].append(self._stream_burst(name, srv, n))
+                c = out["cells"][-1]
+                _progress(f"streams N={n:<5} {name:12} completed {c['completed']}/{n}  TTFC p99 "
+                          f"{c['ttfc_p99_ms'] or 0:8.0f} ms  stream p99 {c['stream_p99_ms'] or 0:8.0f} ms  "
+                          f"CPU {c['proxy_cpu_s'] or 0:5.1f} s  RSS {c['proxy_rss_peak_mb'] or 0:5.0f} MB")
+        for name, srv in servers.items():
+            if srv.get("proc"):
+                self.stop(srv["proc"])
+        return out
+
+    def _stream_burst(self, name: str, srv: dict, n: int) -> dict:
+        from _bench_streams import summarize
+
+        a = self.args
+        spec = {"host": srv["host"], "port": srv["port"], "n": n, "chunks": a.stream_chunks,
+                "chunk_ms": a.stream_chunk_ms, "model": MODEL, "path": PATH,
+                "timeout": max(60.0, a.stream_chunks * a.stream_chunk_ms / 1000 * 6)}
+        pid = srv.get("pid")
+        proc = self.spawn([sys.executable, __file__, "--stream-burst", json.dumps(spec)], "burst",
+                          cpus=self.client_cpus, stdout=subprocess.PIPE)
+        cpu0 = cpu1 = None
+        rss_peak = 0
+        result = None
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        buf = b""
+        running = False
+        try:
+            while True:
+                ready = sel.select(timeout=0.25)
+                if pid and running:
+                    rss_peak = max(rss_peak, rss_kb(pid, tree=True))
+                if not ready:
+                    if proc.poll() is not None:
+                        break
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    line = line.strip()
+                    if line == b"START":
+                        running = True
+                        cpu0 = cpu_ticks(pid) if pid else None
+                    elif line == b"END":
+                        running = False
+                        cpu1 = cpu_ticks(pid) if pid else None
+                    elif line.startswith(b"{"):
+                        result = json.loads(line)
+            proc.wait(30)
+        finally:
+            sel.close()
+            self.stop(proc)
+        if result is None:
+            raise RuntimeError(f"stream burst failed; see {self.tmp / 'burst.log'}")
+        cpu_s = (cpu1 - cpu0) / CLK_TCK if cpu0 is not None and cpu1 is not None else None
+        return summarize(name, n, result, cpu_s, rss_peak or None, pct)
+
     def run_writer(self) -> dict:
         n = self.args.writer_rows
         proc = self.spawn([sys.executable, __file__, "--writer-bench", str(n), "--tmp", str(self.tmp)],
@@ -720,7 +829,8 @@ class Bench:
             self.stop(proc)
         res = json.loads(out.decode().strip().splitlines()[-1])
         _progress(f"writer: {res['build_and_insert_rows_per_s']:.0f} rows/s (build+insert), "
-                  f"{res['insert_only_rows_per_s']:.0f} rows/s insert only, build_row {res['build_row_us']:.0f} us")
+                  f"{res['rows_per_cpu_s']:.0f} rows/CPU-s, {res['insert_only_rows_per_s']:.0f} rows/s insert only, "
+                  f"build_row {res['build_row_us']:.0f} us")
         return res
 
     def run_rss(self) -> dict:
@@ -881,8 +991,10 @@ def report(results: dict) -> str:
     for name, desc in results.get("configs", {}).items():
         lines.append(f"- `{name}`: {desc}")
     lines.append("")
-    lines.append("| config | kind | c | req/s | p50 ms | p99 ms | TTFC p50 | TTFC p99 | proxy CPU ms/req | req | err |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if results["cells"]:
+        lines.append("| config | kind | c | req/s | p50 ms | p99 ms | TTFC p50 | TTFC p99 | proxy CPU ms/req "
+                     "(all its processes) | req | err |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in results["cells"]:
         lines.append(
             f"| {c['config']} | {c['kind']} | {c['conc']} | {_f(c['rps'], '{:.0f}')} | {_f(c['p50_ms'], '{:.2f}')} | "
@@ -910,23 +1022,30 @@ def report(results: dict) -> str:
                     lines.append(f"| {label} | {c['conc']} | {_f(c['rps'], '{:.0f}')} | {_f(c['p50_ms'], '{:.2f}')} | "
                                  f"{_f(c['p99_ms'], '{:.2f}')} |")
         lines.append("")
+    st = results.get("streams")
+    if st and st.get("cells"):
+        from _bench_streams import report_lines as stream_lines
+
+        lines.extend(stream_lines(st))
+        lines.append("")
     w = results.get("writer")
     if w:
-        lines.append(f"Log writer (LogStore, {w['rows']} calls, half streamed): "
-                     f"**{w['build_and_insert_rows_per_s']:.0f} rows/s** sustained with build_row (usage + pricing) "
-                     f"on the writer thread; {w['insert_only_rows_per_s']:.0f} rows/s insert only; "
-                     f"build_row {w['build_row_us']:.0f} us/call, insert {w['insert_us']:.0f} us/row.\n")
+        from _bench_writer import report_lines
+
+        lines.extend(report_lines(w))
+        lines.append("")
     rss = results.get("rss")
     if rss:
         pts = ", ".join(f"{int(k):,} calls: {v / 1024:.1f} MiB" for k, v in rss["rss_kb"].items())
         lines.append(f"Proxy RSS (addon, reverse, c=8, half streamed): {pts}; growth {_f(rss['growth_pct'], '{:+.1f}')}%; "
                      f"{rss['rows_logged']:,} rows logged for {rss['calls']:,} calls, {rss['errors']} errors.\n")
-    lines.append("| target | measured | by CPU/req | wanted | |")
-    lines.append("|---|---:|---:|---:|---|")
-    for name, val, cpu, want, ok in targets(results):
-        lines.append(f"| {name} | {val} | {cpu} | {want} | {'PASS' if ok else ('n/a' if ok is None else 'MISS')} |")
-    lines.append("\n`by CPU/req`: the throughput ratio estimated from the proxies' CPU time per request; steadier than "
-                 "req/s when other work shares the machine (if the two disagree much, rerun).")
+    if results["cells"]:
+        lines.append("| target | measured | by CPU/req | wanted | |")
+        lines.append("|---|---:|---:|---:|---|")
+        for name, val, cpu, want, ok in targets(results):
+            lines.append(f"| {name} | {val} | {cpu} | {want} | {'PASS' if ok else ('n/a' if ok is None else 'MISS')} |")
+        lines.append("\n`by CPU/req`: the throughput ratio estimated from the proxies' CPU time per request; steadier "
+                     "than req/s when other work shares the machine (if the two disagree much, rerun).")
     if any(c["config"].startswith("bare") and c["kind"] == "stream" for c in results["cells"]):
         results.setdefault("notes", []).append(
             "bare mitmdump buffers streamed responses (nothing sets flow.response.stream), so its TTFC is the "
@@ -953,6 +1072,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-first", type=int, help="calls before the first RSS sample (default 1000)")
     p.add_argument("--rss-total", type=int, help="calls before the last RSS sample (default 20000, quick 5000)")
     p.add_argument("--writer-rows", type=int, help="rows for the log writer benchmark (default 20000, quick 5000)")
+    p.add_argument("--streams", help="concurrent-streams scenario: N calls opened at once, comma-separated "
+                   "(default 250,1000; quick 250; 0 to skip), e.g. 250,1000,2500")
+    p.add_argument("--streams-only", action="store_true", help="run only the concurrent-streams scenario")
+    p.add_argument("--stream-chunks", type=int, default=100, help="chunks per stream (default 100)")
+    p.add_argument("--stream-chunk-ms", type=float, default=100.0, help="delay between chunks (default 100 ms)")
+    p.add_argument("--streams-nofile", type=int, help="start the proxies with this soft descriptor limit (e.g. 1024)")
+    p.add_argument("--streams-configs", default="direct,bare-stream,addon")
+    p.add_argument("--stream-workers", type=int, default=1, help="run the addon with --workers N in that scenario")
     p.add_argument("--no-cache", dest="cache", action="store_false")
     p.add_argument("--no-writer", dest="writer", action="store_false")
     p.add_argument("--no-rss", dest="rss", action="store_false")
@@ -962,6 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--writer-bench", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--stream-burst", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
@@ -970,6 +1098,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.loadgen:
         loadgen(json.loads(a.loadgen))
+        return 0
+    if a.stream_burst:
+        from _bench_streams import stream_burst
+
+        print(json.dumps(stream_burst(json.loads(a.stream_burst))), flush=True)
         return 0
     if a.writer_bench:
         writer_bench(a.writer_bench, a.tmp or tempfile.mkdtemp(prefix="helicone-bench-w-"))
@@ -982,6 +1115,8 @@ def main(argv: list[str] | None = None) -> int:
     a.rss_first = a.rss_first or 1000
     a.rss_total = a.rss_total or (5000 if q else 20000)
     a.writer_rows = a.writer_rows or (5000 if q else 20000)
+    a.streams = a.streams if a.streams is not None else ("250" if q else "250,1000")
+    a.streams = "" if a.streams.strip() in ("", "0") else a.streams
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

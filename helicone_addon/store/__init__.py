@@ -1,10 +1,12 @@
-"""The log store: SQLite through sqlite-utils, written by ONE background thread.
+"""The log store: SQLite through sqlite-utils, written by two background threads.
 
 Hooks only call `LogStore.submit(job)`, which never blocks and never touches SQLite. The writer
-thread builds rows (usage, pricing) and inserts them in batches, one transaction per batch.
-When the database cannot be written (locked for long, read-only, disk full, deleted), rows are
-retried, then spilled to `<db>.spill.jsonl` and loaded back on the next start; every such event is
-logged and counted (`LogStore.counters`, and the `store_counters` table when writable).
+thread collects jobs into batches and builds their rows (usage, pricing); the insert thread writes
+each batch in one transaction, one multi-row statement per table (see `insert_rows`). SQLite runs
+with the GIL released, so building the next batch overlaps writing the last one. When the database
+cannot be written (locked for long, read-only, disk full, deleted), rows are retried, then spilled
+to `<db>.spill.jsonl` and loaded back on the next start; every such event is logged and counted
+(`LogStore.counters`, and the `store_counters` table when writable).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.db import jsonify_if_needed
 
 from ..config import ensure_private_dir
 from .migrations import migrate
@@ -66,6 +70,52 @@ def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
     return db
 
 
+_MAX_VARS = 32766  # bound parameters per statement (SQLite's default limit since 3.32)
+_sql_cache: dict[tuple[str, tuple[str, ...], int], str] = {}
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, rows: list[Row]) -> None:
+    """``INSERT OR REPLACE`` the rows, as few statements as possible (one per batch, in practice).
+
+    One multi-row statement rather than ``executemany``: the full-text index is fed by triggers,
+    and FTS5 writes its pending terms out at the end of every statement, so one statement per row
+    would write one tiny index segment per row (and merge them) -- over twice the cost of the whole
+    insert. SQLite runs the statement with the GIL released, so the proxy's event loop is not held
+    while the rows and their index are written. Columns are the union of the rows' keys (missing
+    ones are NULL); dicts, lists, dates, ... are stored as sqlite-utils would store them.
+    """
+    if not rows:
+        return
+    cols = tuple(rows[0])
+    keys = set(cols)
+    if any(r.keys() != keys for r in rows):
+        merged = dict.fromkeys(cols)
+        for r in rows:
+            merged.update(dict.fromkeys(r))
+        cols = tuple(merged)
+    per = max(1, min(len(rows), _MAX_VARS // len(cols)))
+    getter = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
+    for i in range(0, len(rows), per):
+        chunk = rows[i : i + per]
+        key = (table, cols, len(chunk))
+        sql = _sql_cache.get(key)
+        if sql is None:
+            one = "(" + ", ".join("?" * len(cols)) + ")"
+            sql = (f"INSERT OR REPLACE INTO [{table}] ({', '.join(f'[{c}]' for c in cols)}) VALUES "
+                   + ", ".join([one] * len(chunk)))
+            if len(_sql_cache) > 256:
+                _sql_cache.clear()
+            _sql_cache[key] = sql
+        try:
+            params = [v for r in chunk for v in getter(r)]
+        except KeyError:  # a row lacks some columns: they are NULL
+            params = [r.get(c) for r in chunk for c in cols]
+        try:
+            conn.execute(sql, params)
+        except sqlite3.ProgrammingError:  # a value sqlite3 cannot bind (dict, list, date, ...)
+            conn.execute(sql, [jsonify_if_needed(v) for v in params])
+
+
 def _clean(row: Row) -> Row:
     """Replace what UTF-8 cannot encode (lone surrogates) with U+FFFD; integers beyond SQLite's
     64 bits (garbage usage numbers) become NULL."""
@@ -104,6 +154,8 @@ class LogStore:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.counters = {"written": 0, "spilled": 0, "reloaded": 0, "dropped": 0, "build_errors": 0, "write_retries": 0}
         self._thread: threading.Thread | None = None
+        self._inserter: threading.Thread | None = None
+        self._built: queue.Queue = queue.Queue(maxsize=2)
         self._db: sqlite_utils.Database | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -118,7 +170,10 @@ class LogStore:
             logger.error("helicone: cannot open the log database %s: %s", self.path, e)
             self._db = None
         self._reload_spill()
+        self._built = queue.Queue(maxsize=2)  # built batches waiting for the insert thread
         self._thread = threading.Thread(target=self._run, name="helicone-log-writer", daemon=True)
+        self._inserter = threading.Thread(target=self._insert_loop, name="helicone-log-insert", daemon=True)
+        self._inserter.start()
         self._thread.start()
         return self
 
@@ -126,8 +181,11 @@ class LogStore:
         if self._thread is None:
             return
         self.queue.put(_STOP)
+        deadline = time.monotonic() + timeout
         self._thread.join(timeout)
-        self._thread = None
+        if self._inserter is not None:
+            self._inserter.join(max(0.0, deadline - time.monotonic()))
+        self._thread = self._inserter = None
         self._drop_connection()
 
     def submit(self, job: Job) -> None:
@@ -141,42 +199,29 @@ class LogStore:
         """Wait until everything submitted so far is written (for tests and shutdown)."""
         return self._idle.wait(timeout)
 
-    # -- writer thread -----------------------------------------------------------------------
+    # -- writer thread: batches, rows ---------------------------------------------------------
     def _run(self) -> None:
+        get = self.queue.get
         stop = False
         while not stop:
-            retention = bool(self.retention_days or self.max_db_bytes)
-            try:
-                item = self.queue.get(timeout=max(0.0, self._next_retention - time.monotonic()) if retention else None)
-            except queue.Empty:
-                item = None
-            batch = []
+            item = get()
             if item is _STOP:
-                stop = True
-            elif item is not None:
-                batch.append(item)
+                break
+            batch = [item]
             deadline = time.monotonic() + self.flush_interval
-            while len(batch) < self.batch_size and not stop:
-                if not batch:
-                    break
+            while len(batch) < self.batch_size:
                 try:
-                    nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    nxt = get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is _STOP:
                     stop = True
                     break
                 batch.append(nxt)
-            if batch:
-                self._process(batch)
-            if (self.retention_days or self.max_db_bytes) and time.monotonic() >= self._next_retention:
-                self._next_retention = time.monotonic() + self.retention_interval
-                try:
-                    self.apply_retention()
-                except Exception as e:
-                    logger.warning("helicone: retention failed: %s", e)
+            self._built.put(self._build(batch))
+        self._built.put(_STOP)
 
-    def _process(self, batch: list[Job]) -> None:
+    def _build(self, batch: list[Job]) -> tuple[list[Row], list[Row], int]:
         rows: list[Row] = []
         props: list[Row] = []
         for job in batch:
@@ -188,6 +233,28 @@ class LogStore:
                 continue
             rows.append(row)
             props.extend(prop_rows)
+        return rows, props, len(batch)
+
+    # -- insert thread: transactions, retention -------------------------------------------------
+    def _insert_loop(self) -> None:
+        while True:
+            retention = bool(self.retention_days or self.max_db_bytes)
+            try:
+                item = self._built.get(timeout=max(0.0, self._next_retention - time.monotonic()) if retention else None)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            if item is not None:
+                self._insert_batch(*item)
+            if (self.retention_days or self.max_db_bytes) and time.monotonic() >= self._next_retention:
+                self._next_retention = time.monotonic() + self.retention_interval
+                try:
+                    self.apply_retention()
+                except Exception as e:
+                    logger.warning("helicone: retention failed: %s", e)
+
+    def _insert_batch(self, rows: list[Row], props: list[Row], jobs: int) -> None:
         if rows:
             self._write(rows, props)
             if self.on_row is not None:
@@ -197,7 +264,7 @@ class LogStore:
                     except Exception:
                         logger.exception("helicone: on_row callback failed")
         with self._lock:
-            self._pending -= len(batch)
+            self._pending -= jobs
             if self._pending <= 0:
                 self._pending = 0
                 self._idle.set()
@@ -211,9 +278,8 @@ class LogStore:
                 db = self._db
                 assert db is not None
                 with db.conn:
-                    db["requests"].insert_all(rows, replace=True, batch_size=self.batch_size)
-                    if props:
-                        db["properties"].insert_all(props, replace=True, batch_size=self.batch_size)
+                    insert_rows(db.conn, "requests", rows)
+                    insert_rows(db.conn, "properties", props)
                 self.counters["written"] += len(rows)
                 self._persist_counters()
                 return
@@ -330,19 +396,17 @@ class LogStore:
                 props.extend(item.get("properties", []))
             rows, props = [_clean(r) for r in rows], [_clean(p) for p in props]
             lost = 0
+            conn = self._db.conn
             try:
-                with self._db.conn:
-                    self._db["requests"].insert_all(rows, replace=True)
-                    if props:
-                        self._db["properties"].insert_all(props, replace=True)
+                with conn:
+                    insert_rows(conn, "requests", rows)
+                    insert_rows(conn, "properties", props)
             except sqlite3.Error:  # one bad row must not keep the others out: one at a time
                 for row in rows:
                     try:
-                        with self._db.conn:
-                            self._db["requests"].insert(row, replace=True)
-                            self._db["properties"].insert_all(
-                                [p for p in props if p.get("request_id") == row.get("id")], replace=True
-                            )
+                        with conn:
+                            insert_rows(conn, "requests", [row])
+                            insert_rows(conn, "properties", [p for p in props if p.get("request_id") == row.get("id")])
                     except Exception as e:
                         lost += 1
                         logger.error("helicone: spilled row %s could not be reloaded: %s", row.get("id"), e)

@@ -68,7 +68,7 @@ class ChatAccumulator(Accumulator):
         u = obj.get("usage")
         if isinstance(u, dict) and u:
             self.raw_usage = u
-        else:
+        elif "x_groq" in obj:
             xu = dig(obj, "x_groq", "usage")
             if isinstance(xu, dict) and xu:
                 self.raw_usage = xu
@@ -87,7 +87,13 @@ class ChatAccumulator(Accumulator):
         if isinstance(d, dict):
             c = d.get("content")
             if c:
-                content_text(c, self.text, self.reasoning)
+                if type(c) is str:
+                    self.text.append(c)
+                else:
+                    content_text(c, self.text, self.reasoning)
+            if len(d) <= ("content" in d) + ("role" in d):  # a plain text delta: nothing else to read
+                d = None
+        if d is not None and isinstance(d, dict):
             r = d.get("reasoning_content")
             if not isinstance(r, str) or not r:
                 r = d.get("reasoning")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .. import providers
+from ._base import loads
 from .types import RequestInfo
 
 _GEMINI_APIS = (providers.API_GEMINI, providers.API_GEMINI_EMBEDDINGS)
@@ -18,11 +18,11 @@ def _load(body: Any) -> Any:
         body = bytes(body)
         if not body.strip():
             return None
-        return json.loads(body)
+        return loads(body)
     if isinstance(body, str):
         if not body.strip():
             return None
-        return json.loads(body)
+        return loads(body)
     return None
 
 

@@ -320,7 +320,7 @@ def test_restart_keeps_the_database_and_two_proxies_share_it(make_proxy, tmp_pat
 
 
 def test_mitmdump_script_mode(fake, tmp_path):
-    """`mitmdump -s helicone_addon/addon.py` loads the same addon."""
+    """`mitmdump -s helicone_addon/addon.py --listen-host 127.0.0.1` (as README says) loads the same addons."""
     import subprocess
     import sys
     from pathlib import Path
@@ -331,7 +331,8 @@ def test_mitmdump_script_mode(fake, tmp_path):
     port = free_port()
     mitmdump = Path(sys.executable).parent / "mitmdump"
     proc = subprocess.Popen(
-        [str(mitmdump), "-q", "-s", str(ROOT / "helicone_addon" / "addon.py"), "--mode", f"reverse:{fake.url}@{port}",
+        [str(mitmdump), "-q", "-s", str(ROOT / "helicone_addon" / "addon.py"), "--listen-host", "127.0.0.1",
+         "--mode", f"reverse:{fake.url}@{port}",
          "--set", f"confdir={tmp_path / 'conf'}", "--set", f"helicone_data_dir={tmp_path / 'data'}",
          "--set", "helicone_api_port=0"], cwd=tmp_path)
     try:

@@ -252,3 +252,93 @@ def test_one_bad_spilled_row_does_not_keep_the_others_out(tmp_path):
     assert count(path) == 1 and not spill.exists()
     assert store.counters["reloaded"] == 1 and store.counters["dropped"] == 1
     assert count(path, "SELECT value FROM store_counters WHERE name = 'dropped'") == 1
+
+
+def test_insert_rows_one_statement_union_of_columns_and_sqlite_utils_values(tmp_path):
+    from helicone_addon.store import insert_rows
+
+    db = open_db(tmp_path / "h.db")
+    a = row(body="alpha walrus", prompt_text="alpha walrus")
+    b = {"id": str(uuid.uuid4()), "created_at": "2025-01-01T00:00:00.000Z", "properties": {"k": ["v", 1]},
+         "status": 500}
+    with db.conn:
+        insert_rows(db.conn, "requests", [a, b])
+    got = {r["id"]: r for r in db.query("SELECT id, request_body, status, properties, model FROM requests")}
+    assert got[a["id"]]["request_body"] == "alpha walrus" and got[a["id"]]["properties"] is None
+    assert got[b["id"]]["request_body"] is None and got[b["id"]]["status"] == 500
+    assert got[b["id"]]["properties"] == '{"k": ["v", 1]}'  # as sqlite-utils stores a dict
+    # the same id again replaces the row, and the full-text index follows (delete trigger on REPLACE)
+    with db.conn:
+        insert_rows(db.conn, "requests", [dict(a, request_body="beta otter", prompt_text="beta otter")])
+    assert count(tmp_path / "h.db") == 2
+    assert [r["id"] for r in db.query(
+        "SELECT id FROM requests WHERE rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH 'otter')")] == [a["id"]]
+    assert not list(db.query("SELECT rowid FROM requests_fts WHERE requests_fts MATCH 'walrus'"))
+    db.execute("INSERT INTO requests_fts(requests_fts, rank) VALUES('integrity-check', 1)")
+    db.conn.close()
+
+
+def test_batched_rows_are_searchable_and_the_index_is_sound(tmp_path):
+    path = tmp_path / "h.db"
+    store = LogStore(path).start()
+    for i in range(700):  # several batches, several statements
+        text = f"prompt number{i} zebra" if i % 7 == 0 else f"prompt number{i}"
+        r = row(body=text, prompt_text=text)  # prompt_text: what the full-text index reads
+        store.submit(lambda r=r: (r, [{"request_id": r["id"], "key": "n", "value": str(i)}]))
+    assert store.flush(60)
+    store.close()
+    assert count(path) == 700 and count(path, "SELECT count(*) FROM properties") == 700
+    assert count(path, "SELECT count(*) FROM requests_fts WHERE requests_fts MATCH 'zebra'") == 100
+    assert count(path, "SELECT count(*) FROM requests_fts WHERE requests_fts MATCH 'number699'") == 1
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO requests_fts(requests_fts, rank) VALUES('integrity-check', 1)")
+    conn.close()
+
+
+def test_a_row_is_visible_to_readers_soon_after_submit(tmp_path):
+    """Light load, a call every 20 ms: each row is committed (on_row runs after the commit, and a
+    separate connection sees it there) well within 250 ms of its submit."""
+    path = tmp_path / "h.db"
+    submitted: dict[str, float] = {}
+    delays: list[float] = []
+
+    def on_row(r: dict) -> None:
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            assert conn.execute("SELECT count(*) FROM requests WHERE id = ?", (r["id"],)).fetchone()[0] == 1
+        finally:
+            conn.close()
+        delays.append(time.monotonic() - submitted[r["id"]])
+
+    store = LogStore(path, on_row=on_row).start()
+    for _ in range(20):
+        r = row()
+        submitted[r["id"]] = time.monotonic()
+        store.submit((r, []))
+        time.sleep(0.02)
+    assert store.flush(30)
+    store.close()
+    assert len(delays) == 20
+    delays.sort()
+    assert delays[10] < 0.25, delays  # median
+    assert delays[-1] < 2.0, delays
+
+
+def test_a_slow_build_and_a_slow_insert_overlap_but_keep_order_and_counters(tmp_path):
+    """Rows built while the previous batch is being written: every row lands, the counters add up,
+    and flush() only returns once the last batch is committed."""
+    path = tmp_path / "h.db"
+    store = LogStore(path, batch_size=50, flush_interval=0.01).start()
+    for i in range(500):
+        r = row(body="y" * 2000)
+
+        def job(r=r, i=i):
+            if i % 100 == 0:
+                time.sleep(0.05)
+            return r, []
+
+        store.submit(job)
+    assert store.flush(60)
+    assert count(path) == 500  # nothing still in flight once flush() said so
+    store.close()
+    assert store.counters["written"] == 500 and store.counters["build_errors"] == 0
