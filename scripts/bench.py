@@ -762,7 +762,7 @@ class Bench:
                 _progress(f"streams N={n:<5} {name:12} completed {c['completed']}/{n}  TTFC p99 "
                           f"{c['ttfc_p99_ms'] or 0:8.0f} ms  stream p99 {c['stream_p99_ms'] or 0:8.0f} ms  "
                           f"CPU {c['proxy_cpu_s'] or 0:5.1f} s  RSS {c['proxy_rss_peak_mb'] or 0:5.0f} MB")
-        for name, srv in servers.items():
+        for srv in servers.values():
             if srv.get("proc"):
                 self.stop(srv["proc"])
         return out

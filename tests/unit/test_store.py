@@ -284,7 +284,7 @@ def test_batched_rows_are_searchable_and_the_index_is_sound(tmp_path):
     for i in range(700):  # several batches, several statements
         text = f"prompt number{i} zebra" if i % 7 == 0 else f"prompt number{i}"
         r = row(body=text, prompt_text=text)  # prompt_text: what the full-text index reads
-        store.submit(lambda r=r: (r, [{"request_id": r["id"], "key": "n", "value": str(i)}]))
+        store.submit(lambda r=r, i=i: (r, [{"request_id": r["id"], "key": "n", "value": str(i)}]))
     assert store.flush(60)
     store.close()
     assert count(path) == 700 and count(path, "SELECT count(*) FROM properties") == 700
