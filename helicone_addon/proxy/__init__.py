@@ -4,6 +4,7 @@ content view) does.
 An LLM call meets the addons in this order, each one concern, talking to the others only through
 the flow's record (`flowrecord.FlowRecord` in `flow.metadata["helicone"]`):
 
+    HeliconeConnections  out of file descriptors: new connections refused, open streams kept
     HeliconeCalls      is it an LLM call? its record; Helicone-* -> CallOptions (400 when malformed);
                        Helicone-Id on the answer; the stream tee; what came back or went wrong
     HeliconeAuth       Helicone-Auth against helicone_auth_keys (401)
@@ -25,6 +26,7 @@ def make_addons() -> list:
     from helicone_addon.proxy.auth import HeliconeAuth
     from helicone_addon.proxy.caching import HeliconeCache
     from helicone_addon.proxy.calls import HeliconeCalls
+    from helicone_addon.proxy.connections import HeliconeConnections
     from helicone_addon.proxy.exporters import HeliconeExporters
     from helicone_addon.proxy.gateway import HeliconeGateway
     from helicone_addon.proxy.localapi import HeliconeApi
@@ -35,6 +37,7 @@ def make_addons() -> list:
     from helicone_addon.proxy.upstream import HeliconeUpstream
 
     return [
+        HeliconeConnections(),
         HeliconeCalls(),
         HeliconeAuth(),
         HeliconeGateway(),

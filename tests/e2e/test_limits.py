@@ -90,19 +90,11 @@ def test_budget_counts_real_descriptors():
 # -------------------------------------------------------------------------------------------------
 GUARD = textwrap.dedent("""
     from helicone_addon.limits import ConnectionBudget
+    from helicone_addon.proxy.connections import HeliconeConnections
 
-    class Guard:
-        def __init__(self):
-            self.budget = ConnectionBudget(reserve=16)
-
-        def client_connected(self, client):
-            if not self.budget.admit(client.id):
-                client.error = "out of file descriptors: new connection refused"
-
-        def client_disconnected(self, client):
-            self.budget.release(client.id)
-
-    addons = [Guard()]
+    guard = HeliconeConnections()  # the addon of `helicone-addon run`, alone in a bare mitmdump
+    guard.budget = ConnectionBudget(reserve=16)
+    addons = [guard]
 """)
 
 
