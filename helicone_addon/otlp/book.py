@@ -13,7 +13,8 @@ apart from its span). The book keeps, for a while:
   arrived and its path changed, a twin description or its log events came in;
 - log events whose span has not arrived yet.
 
-Everything is bounded (traces, calls, pending events) and forgotten after `ttl` seconds.
+Everything is bounded (traces, calls and the bytes of their content, pending events) and forgotten
+after `ttl` seconds; a forgotten span sent again replaces its row (same request id).
 Thread-safe: exports may be ingested concurrently.
 """
 
@@ -80,6 +81,10 @@ def _label(s: SpanView) -> str:
     return name or "span"
 
 
+def _size(call: Call) -> int:
+    return 512 + sum(len(str(m)) for m in call.messages) + sum(len(str(m)) for m in call.outputs)
+
+
 def _contains(a: Call, b: Call) -> bool:
     return (a.start <= b.start + CONTAIN_EPS and b.end <= a.end + CONTAIN_EPS) or (
         b.start <= a.start + CONTAIN_EPS and a.end <= b.end + CONTAIN_EPS
@@ -119,6 +124,7 @@ class TraceBook:
         max_spans_per_trace: int = 10000,
         max_calls: int = 50000,
         max_pending: int = 10000,
+        max_bytes: int = 64 * 1024 * 1024,
         ttl: float = 1800.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -126,12 +132,15 @@ class TraceBook:
         self.max_spans_per_trace = max_spans_per_trace
         self.max_calls = max_calls
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
         self.ttl = ttl
         self.clock = clock
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, dict[str, _Node]] = OrderedDict()
         self._seen: dict[str, float] = {}
         self._calls: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._sizes: dict[tuple[str, str], int] = {}  # the content each span brought, roughly, in bytes
+        self._bytes = 0
         self._open: dict[str, list[_Entry]] = {}  # trace -> calls whose ancestors are not all known
         self._twins: dict[tuple, deque[_Entry]] = {}
         self._pending: OrderedDict[tuple[str, str], list[EventView]] = OrderedDict()
@@ -166,6 +175,9 @@ class TraceBook:
                 e = self._calls.get(key)
                 if e is not None:
                     e.events.append(ev)
+                    grow = len(str(ev.body)) + len(str(ev.attrs))
+                    self._sizes[key] = self._sizes.get(key, 0) + grow
+                    self._bytes += grow
                     e.seen = now
                     dirty[e.id] = e
                 elif key in self._pending or len(self._pending) < self.max_pending:
@@ -202,6 +214,9 @@ class TraceBook:
         e.seen = now
         self._calls[s.key] = e
         self._calls.move_to_end(s.key)
+        size = _size(call) + sum(len(str(ev.body)) + len(str(ev.attrs)) for ev in events)
+        self._sizes[s.key] = size
+        self._bytes += size
         return e
 
     def _twin(self, s: SpanView, call: Call) -> _Entry | None:
@@ -241,7 +256,7 @@ class TraceBook:
     def _settle(self, e: _Entry) -> bool:
         """Work out the call's session; True when it changed (the row must be written again)."""
         found = [self._session_of(w) for w in e.where]
-        best = max(found, key=lambda f: (f[1], f[0] is not None, len(f[0][2]) if f[0] else 0))
+        best = max(found, key=lambda f: (f[0] is not None, f[1], len(f[0][2]) if f[0] else 0))
         session, complete = best
         changed = session != e.session
         e.session = session
@@ -279,8 +294,16 @@ class TraceBook:
             t, _ = self._traces.popitem(last=False)
             self._seen.pop(t, None)
             self._open.pop(t, None)
-        while self._calls and (len(self._calls) > self.max_calls or next(iter(self._calls.values())).seen < old):
-            self._calls.popitem(last=False)
+        while self._calls and (
+            len(self._calls) > self.max_calls
+            or self._bytes > self.max_bytes
+            or next(iter(self._calls.values())).seen < old
+        ):
+            key, e = self._calls.popitem(last=False)
+            self._bytes -= self._sizes.pop(key, 0)
+            waiting = self._open.get(key[0])
+            if waiting and e in waiting:
+                waiting.remove(e)
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
         for key in list(self._twins):

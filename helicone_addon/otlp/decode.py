@@ -149,9 +149,7 @@ def _parse(raw: bytes, media: str | None, msg: Message, what: str) -> Message:
     return msg
 
 
-def _check_ids(kind: str, where: str, trace_id: bytes, span_id: bytes, optional: bool = False) -> None:
-    if optional and not trace_id and not span_id:
-        return
+def _check_ids(where: str, trace_id: bytes, span_id: bytes) -> None:
     if len(trace_id) != 16 or not any(trace_id):
         raise OtlpError(f"{where}: traceId must be 16 bytes (32 hex digits), not all zero; got {len(trace_id)} bytes")
     if len(span_id) != 8 or not any(span_id):
@@ -167,7 +165,7 @@ def decode_traces(raw: bytes, content_type: str | None, content_encoding: str | 
         for j, ss in enumerate(rs.scope_spans):
             for k, sp in enumerate(ss.spans):
                 where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}] ({sp.name!r})"
-                _check_ids("span", where, sp.trace_id, sp.span_id)
+                _check_ids(where, sp.trace_id, sp.span_id)
                 if sp.parent_span_id and len(sp.parent_span_id) != 8:
                     raise OtlpError(f"{where}: parentSpanId must be 8 bytes or empty")
     return req

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -319,11 +320,11 @@ _PARAMS = {
     "gen_ai.request.top_k": "top_k", "gen_ai.request.max_tokens": "max_tokens",
     "gen_ai.request.frequency_penalty": "frequency_penalty", "gen_ai.request.presence_penalty": "presence_penalty",
     "gen_ai.request.stop_sequences": "stop", "gen_ai.request.seed": "seed",
-    "gen_ai.request.choice.count": "n", "llm.request.functions": None,
+    "gen_ai.request.choice.count": "n",
 }  # fmt: skip
 
 
-def call_of(span: SpanView, events: list[EventView] = ()) -> Call:  # type: ignore[assignment]
+def call_of(span: SpanView, events: Iterable[EventView] = ()) -> Call:
     """The Call an LLM span describes (`events`: log records tied to the span, if any)."""
     a = span.attrs
     url = _url(a)
@@ -340,7 +341,7 @@ def call_of(span: SpanView, events: list[EventView] = ()) -> Call:  # type: igno
         scopes={span.scope},
     )
     for key, name in _PARAMS.items():
-        if name and a.get(key) is not None:
+        if a.get(key) is not None:
             c.params[name] = a[key]
     c.usage = _usage(a)
     c.usage_attrs = {k: v for k, v in a.items() if ".usage." in k}
@@ -394,8 +395,8 @@ def merge(old: Call, new: Call) -> Call:
     firsts = [t for t in (old.first_chunk_at, new.first_chunk_at) if t is not None]
     out.first_chunk_at = min(firsts) if firsts else None
     out.streamed = old.streamed or new.streamed
-    if new.status is not None and (old.status is None or (old.status == 200 and new.status != 200 and new.error)):
-        out.status = new.status
+    if old.status is None or (new.error and not old.error):  # an error seen by either is the outcome
+        out.status = new.status if new.status is not None else old.status
     out.assoc = {**new.assoc, **old.assoc}
     out.scopes = old.scopes | new.scopes
     return out

@@ -281,6 +281,18 @@ def test_a_span_sent_again_is_not_logged_again_until_forgotten():
     assert again["id"] == first["id"]  # and if it comes back, it replaces the same row
 
 
+def test_the_book_keeps_at_most_max_bytes_of_content():
+    book = otlp.TraceBook(max_bytes=20_000)
+    t = Tracer()
+    for i in range(50):
+        t.span("openai.chat", {**OPENLLMETRY_CHAT, "gen_ai.prompt.1.content": f"{i} " + "x" * 1000})
+    spans = views(t.take())
+    assert len(book.add_spans(spans)) == 50
+    assert book._bytes <= 20_000 and 5 < len(book._calls) < 20
+    assert len(book.add_spans(spans[-5:])) == 0  # the latest are still known
+    assert len(book.add_spans(spans[:5])) == 5  # the oldest were forgotten: written again, same ids
+
+
 def test_two_instrumentations_of_one_call_are_one_row():
     t = Tracer()
     sdk = {"gen_ai.provider.name": "anthropic", "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-3-5-haiku-20241022",
