@@ -282,5 +282,6 @@ def log_events(req: ExportLogsServiceRequest) -> list[tuple[tuple[str, str], Eve
                 attrs = attributes(rec.attributes)
                 name = getattr(rec, "event_name", "") or attrs.get("event.name") or ""
                 t = rec.time_unix_nano or rec.observed_time_unix_nano
-                out.append(((rec.trace_id.hex(), rec.span_id.hex()), EventView(str(name), _secs(t), attrs, any_value(rec.body))))
+                ev = EventView(str(name), _secs(t), attrs, any_value(rec.body))
+                out.append(((rec.trace_id.hex(), rec.span_id.hex()), ev))
     return out

@@ -198,7 +198,7 @@ def _indexed(a: dict) -> tuple[list[dict], list[dict]]:
                 msg["content"] = _json(raw["content"])
             tools = [t for _, t in sorted(raw.get("_tools", {}).items())]
             if tools:
-                msg["tool_calls"] = [{"id": t.get("id"), "name": t.get("name"), "arguments": t.get("arguments")} for t in tools]
+                msg["tool_calls"] = [{k: t.get(k) for k in ("id", "name", "arguments")} for t in tools]
             if raw.get("tool_call_id"):
                 msg["tool_call_id"] = raw["tool_call_id"]
             if raw.get("finish_reason"):
@@ -252,7 +252,9 @@ def _semconv(a: dict) -> tuple[list[dict], list[dict]]:
     if isinstance(inp, list):
         msgs += [_from_parts(m) for m in inp if isinstance(m, dict)]
     out = _json(a.get("gen_ai.output.messages"))
-    outs = [_from_parts(m) | {"role": m.get("role") or "assistant"} for m in out if isinstance(m, dict)] if isinstance(out, list) else []
+    outs = []
+    if isinstance(out, list):
+        outs = [_from_parts(m) | {"role": m.get("role") or "assistant"} for m in out if isinstance(m, dict)]
     return msgs, outs
 
 

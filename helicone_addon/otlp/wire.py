@@ -70,7 +70,8 @@ def _openai_message(m: dict) -> dict:
         out["content"] = m.get("content")
     if m.get("tool_calls"):
         out["tool_calls"] = [
-            {"id": t.get("id"), "type": "function", "function": {"name": t.get("name"), "arguments": t.get("arguments") or ""}}
+            {"id": t.get("id"), "type": "function",
+             "function": {"name": t.get("name"), "arguments": t.get("arguments") or ""}}
             for t in m["tool_calls"]
         ]
     if m.get("tool_call_id"):
@@ -98,7 +99,9 @@ def _openai(call: Call, model: str | None) -> tuple[dict, dict]:
         if u.get("total") is not None:
             usage["total_tokens"] = u["total"]
         if "cache_read" in u or "cache_write" in u:
-            usage["prompt_tokens_details"] = {"cached_tokens": u.get("cache_read"), "cache_write_tokens": u.get("cache_write")}
+            usage["prompt_tokens_details"] = {
+                "cached_tokens": u.get("cache_read"), "cache_write_tokens": u.get("cache_write")
+            }
         if "reasoning" in u:
             usage["completion_tokens_details"] = {"reasoning_tokens": u["reasoning"]}
         resp["usage"] = usage
@@ -232,7 +235,8 @@ def bodies(call: Call) -> tuple[str, dict, dict]:
     api = api_of(call)
     req, resp = _BUILDERS[api](call, call.response_model or call.request_model)
     if call.error:
-        resp = {"error": {"message": call.error, "type": "error"}, **({"model": resp.get("model")} if resp.get("model") else {})}
+        model = resp.get("model") or resp.get("modelVersion")
+        resp = {"error": {"message": call.error, "type": "error"}, **({"model": model} if model else {})}
     return api, req, resp
 
 
