@@ -19,8 +19,8 @@ Key recipe (SPEC B.3.2 as amended by A.4)::
 
 Storage: one diskcache ``Cache`` per directory (SQLite in WAL mode, safe for several processes),
 values kept inline in SQLite (no value files), 'least-recently-stored' eviction above
-``size_limit``. Values are a small self-describing binary format (magic + JSON metadata + raw
-bytes, optionally zlib-compressed); nothing is ever unpickled.
+``size_limit``. Values are a magic, one line of JSON metadata and the raw body (see
+`CachedResponse`); nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ import json
 import logging
 import os
 import random
-import re
 import sqlite3
-import struct
 import time
 import zlib
 from urllib.parse import unquote, unquote_plus
@@ -52,18 +50,9 @@ __all__ = [
     "ResponseCache",
     "cache_key",
     "slot_key",
-    "ttl_from_cache_control",
-    "parse_bucket_size",
-    "parse_ignore_keys",
-    "DEFAULT_TTL_S",
-    "MAX_TTL_S",
-    "MAX_BUCKET_SIZE",
-    "CREDENTIAL_HEADERS",
+        "CREDENTIAL_HEADERS",
 ]
 
-DEFAULT_TTL_S = 604800  # 7 days (Helicone default)
-MAX_TTL_S = 31536000  # 365 days (Helicone clamp)
-MAX_BUCKET_SIZE = 20
 
 #: Request headers carrying a provider credential; they enter the key only as a hash.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
@@ -201,69 +190,6 @@ def slot_key(base: str, i: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Header parsing
-# --------------------------------------------------------------------------------------------
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def ttl_from_cache_control(
-    value: str | None, default: int = DEFAULT_TTL_S, maximum: int = MAX_TTL_S
-) -> int:
-    """TTL in seconds from a `Cache-Control` value: `s-maxage=N` wins over `max-age=N`.
-
-    No value / no such directive -> `default`. Values above `maximum` are clamped. Other
-    directives are ignored. A negative, fractional or non-numeric value raises ValueError.
-    """
-    if value is None:
-        return min(default, maximum)
-    found: dict[str, int] = {}
-    for directive in value.split(","):
-        name, eq, raw = directive.partition("=")
-        name = name.strip().lower()
-        if name not in ("max-age", "s-maxage"):
-            continue
-        v = raw.strip()
-        if len(v) >= 2 and v[0] == v[-1] == '"':
-            v = v[1:-1].strip()
-        if not eq or not _DIGITS.fullmatch(v):
-            raise ValueError(
-                f"invalid Cache-Control directive {directive.strip()!r}; accepted: "
-                "max-age=N or s-maxage=N with N a whole number of seconds "
-                f"(0 or more; values over {maximum} are clamped to {maximum})"
-            )
-        found.setdefault(name, int(v))  # first occurrence wins
-    ttl = found.get("s-maxage", found.get("max-age", default))
-    return min(ttl, maximum)
-
-
-def parse_bucket_size(value: str | None) -> int:
-    """`Helicone-Cache-Bucket-Max-Size`: absent -> 1; else an integer from 1 to 20."""
-    if value is None:
-        return 1
-    v = value.strip()
-    if _DIGITS.fullmatch(v):
-        n = int(v)
-        if 1 <= n <= MAX_BUCKET_SIZE:
-            return n
-    raise ValueError(
-        f"invalid bucket size {value!r}; accepted: an integer from 1 to {MAX_BUCKET_SIZE}"
-    )
-
-
-def parse_ignore_keys(value: str | None) -> tuple[str, ...]:
-    """`Helicone-Cache-Ignore-Keys`: comma list, trimmed, empties dropped (duplicates too)."""
-    if not value:
-        return ()
-    out: dict[str, None] = {}
-    for part in value.split(","):
-        p = part.strip()
-        if p:
-            out[p] = None
-    return tuple(out)
-
-
-# --------------------------------------------------------------------------------------------
 # Stored entry
 # --------------------------------------------------------------------------------------------
 
@@ -274,26 +200,15 @@ class CacheFormatError(ValueError):
 
 @dataclass
 class CachedResponse:
-    """One cached upstream response (decoded body, identity encoding)."""
+    """One cached upstream response. The body is stored content-decoded; a hit's usage and cost
+    are read from it again when its row is built, so the entry holds nothing else of the call."""
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes
     streamed: bool = False
-    chunks: list[bytes] | None = None  # SSE chunks as received, for replay
-    chunk_offsets_ms: list[float] | None = None  # offset of each chunk from the first
-    latency_ms: float = 0.0
+    latency_ms: float = 0.0  # of the call that filled it (Helicone-Cache-Latency)
     request_id: str = ""  # id of the row that produced it (-> cache_reference_id)
-    model: str | None = None
-    provider: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    cached_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    usage_source: str | None = None
-    cost_usd: float | None = None
     created_at: float = field(default_factory=time.time)
 
     def to_bytes(self) -> bytes:
@@ -304,165 +219,69 @@ class CachedResponse:
         return _decode(data)
 
 
-# Format: MAGIC(4) VERSION(1) FLAGS(1) META_LEN(u32 BE) TOTAL_LEN(u32 BE) BLOB
-# BLOB = META (JSON, ascii) + PAYLOAD, zlib-compressed as a whole when FLAG_ZLIB; META_LEN and
-# TOTAL_LEN are the uncompressed lengths. PAYLOAD = body + chunks (the chunks are omitted when
-# they are exactly the body split at `chunks.lens`, the usual SSE case). META holds every other
-# field. Nothing in the format is executable; every field is type-checked on the way back.
-_MAGIC = b"HLCR"
-_VERSION = 1
-_FLAG_ZLIB = 0x01
-_HDR = struct.Struct(">4sBBII")
+# Format, readable at a glance:  b"HLC2 " + metadata as one line of JSON + b"\n" + body
+# The body is zlib-compressed when that pays ("zlib": true). Nothing in it is executable; every
+# field is type-checked on the way back, and a damaged entry reads as CacheFormatError (a miss).
+_MAGIC = b"HLC2 "
 _COMPRESS_MIN = 2048
-_OPT_INT = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
-            "cache_write_tokens", "reasoning_tokens")  # fmt: skip
-_OPT_STR = ("model", "provider", "usage_source")
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (int,), "headers": (list,), "streamed": (bool,), "latency_ms": (int, float),
+    "request_id": (str,), "created_at": (int, float), "zlib": (bool,), "body_len": (int,),
+}  # fmt: skip
 
 
 def _encode(e: CachedResponse) -> bytes:
     body = bytes(e.body)
-    chunks = None if e.chunks is None else [bytes(c) for c in e.chunks]
-    meta: dict[str, Any] = {
-        "status": int(e.status),
-        "headers": [[str(n), str(v)] for n, v in e.headers],
-        "streamed": bool(e.streamed),
-        "chunk_offsets_ms": None
-        if e.chunk_offsets_ms is None
-        else [float(x) for x in e.chunk_offsets_ms],
-        "latency_ms": float(e.latency_ms),
-        "request_id": str(e.request_id),
-        "cost_usd": None if e.cost_usd is None else float(e.cost_usd),
-        "created_at": float(e.created_at),
-        "body_len": len(body),
-    }
-    for k in _OPT_INT:
-        v = getattr(e, k)
-        meta[k] = None if v is None else int(v)
-    for k in _OPT_STR:
-        v = getattr(e, k)
-        meta[k] = None if v is None else str(v)
-    parts = [body]
-    if chunks is None:
-        meta["chunks"] = None
-    else:
-        lens = [len(c) for c in chunks]
-        from_body = sum(lens) == len(body) and b"".join(chunks) == body
-        meta["chunks"] = {"lens": lens, "from_body": from_body}
-        if not from_body:
-            parts.extend(chunks)
-    mj = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("ascii")
-    blob = b"".join([mj, *parts])
-    flags = 0
-    if len(blob) >= _COMPRESS_MIN:
-        packed = zlib.compress(blob, 1)
-        if len(packed) < len(blob) * 0.9:
-            blob, flags = packed, _FLAG_ZLIB
-    total = len(mj) + sum(len(p) for p in parts)
-    if total > 0xFFFFFFFF:
-        raise ValueError("response too large to cache")
-    return _HDR.pack(_MAGIC, _VERSION, flags, len(mj), total) + blob
+    stored, packed = body, False
+    if len(body) >= _COMPRESS_MIN:
+        z = zlib.compress(body, 1)
+        if len(z) < len(body) * 0.9:
+            stored, packed = z, True
+    meta = {
+        "status": int(e.status), "headers": [[str(n), str(v)] for n, v in e.headers],
+        "streamed": bool(e.streamed), "latency_ms": float(e.latency_ms), "request_id": str(e.request_id),
+        "created_at": float(e.created_at), "zlib": packed, "body_len": len(body),
+    }  # fmt: skip
+    line = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return _MAGIC + line + b"\n" + stored
 
 
 def _check_header(data: Any) -> None:
-    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < _HDR.size:
-        raise CacheFormatError("not a cache entry (too short or not bytes)")
-    magic, version, _flags, _mlen, _total = _HDR.unpack_from(data)
-    if magic != _MAGIC:
+    if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[: len(_MAGIC)]) != _MAGIC:
         raise CacheFormatError("not a cache entry (bad magic)")
-    if version != _VERSION:
-        raise CacheFormatError(f"unsupported cache entry version {version}")
-
-
-def _want(meta: dict[str, Any], name: str, types: tuple[type, ...], optional: bool = False) -> Any:
-    v = meta.get(name)
-    if v is None and optional:
-        return None
-    if not isinstance(v, types) or isinstance(v, bool) and bool not in types:
-        raise CacheFormatError(f"bad field {name!r}")
-    return v
 
 
 def _decode(data: bytes) -> CachedResponse:
-    try:
-        return _decode_unchecked(data)
-    except CacheFormatError:
-        raise
-    except Exception as exc:  # struct/json/zlib/type errors of a damaged value
-        raise CacheFormatError(f"damaged cache entry: {exc!r}") from exc
-
-
-def _decode_unchecked(data: bytes) -> CachedResponse:
     _check_header(data)
-    data = bytes(data)
-    _magic, _version, flags, mlen, total = _HDR.unpack_from(data)
-    blob = data[_HDR.size :]
-    if flags & ~_FLAG_ZLIB or mlen > total:
-        raise CacheFormatError("bad entry header")
-    if flags & _FLAG_ZLIB:
-        d = zlib.decompressobj()
-        blob = d.decompress(blob, total + 1)  # bounded: no zip bomb
-        if d.unconsumed_tail or not d.eof or d.unused_data:
-            raise CacheFormatError("bad compressed payload")
-    if len(blob) != total:
-        raise CacheFormatError("entry length mismatch")
-    meta = json.loads(blob[:mlen].decode("ascii"))
-    if not isinstance(meta, dict):
+    line, nl, stored = bytes(data[len(_MAGIC) :]).partition(b"\n")
+    try:
+        meta = json.loads(line.decode("ascii"))
+    except ValueError as exc:
+        raise CacheFormatError(f"bad metadata: {exc}") from None
+    if not nl or not isinstance(meta, dict) or set(meta) != set(_FIELDS):
         raise CacheFormatError("bad metadata")
-    payload = blob[mlen:]
-    body_len = _want(meta, "body_len", (int,))
-    if not 0 <= body_len <= len(payload):
-        raise CacheFormatError("bad body length")
-    body = payload[:body_len]
-    rest = payload[body_len:]
-    chunks: list[bytes] | None = None
-    cm = meta.get("chunks")
-    if cm is None:
-        if rest:
-            raise CacheFormatError("trailing payload bytes")
-    else:
-        if not isinstance(cm, dict):
-            raise CacheFormatError("bad chunks")
-        lens = _want(cm, "lens", (list,))
-        from_body = _want(cm, "from_body", (bool,))
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lens):
-            raise CacheFormatError("bad chunk lengths")
-        src = body if from_body else rest
-        if sum(lens) != len(src) or (from_body and rest):
-            raise CacheFormatError("chunk lengths do not match payload")
-        chunks, pos = [], 0
-        for n in lens:
-            chunks.append(src[pos : pos + n])
-            pos += n
-    headers_raw = _want(meta, "headers", (list,))
-    headers: list[tuple[str, str]] = []
-    for h in headers_raw:
-        if not (isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)):
-            raise CacheFormatError("bad headers")
-        headers.append((h[0], h[1]))
-    offsets = _want(meta, "chunk_offsets_ms", (list,), optional=True)
-    if offsets is not None:
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in offsets):
-            raise CacheFormatError("bad chunk offsets")
-        offsets = [float(x) for x in offsets]
-    kw: dict[str, Any] = {}
-    for k in _OPT_INT:
-        kw[k] = _want(meta, k, (int,), optional=True)
-    for k in _OPT_STR:
-        kw[k] = _want(meta, k, (str,), optional=True)
-    cost = _want(meta, "cost_usd", (int, float), optional=True)
+    for name, types in _FIELDS.items():
+        v = meta[name]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise CacheFormatError(f"bad field {name!r}")
+    if not all(isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in meta["headers"]):
+        raise CacheFormatError("bad headers")
+    body = stored
+    if meta["zlib"]:
+        d = zlib.decompressobj()
+        try:
+            body = d.decompress(stored, meta["body_len"] + 1)  # bounded: no zip bomb
+        except zlib.error as exc:
+            raise CacheFormatError(f"bad compressed body: {exc}") from None
+        if d.unconsumed_tail or not d.eof or d.unused_data:
+            raise CacheFormatError("bad compressed body")
+    if len(body) != meta["body_len"]:
+        raise CacheFormatError("body length mismatch")
     return CachedResponse(
-        status=_want(meta, "status", (int,)),
-        headers=headers,
-        body=body,
-        streamed=_want(meta, "streamed", (bool,)),
-        chunks=chunks,
-        chunk_offsets_ms=offsets,
-        latency_ms=float(_want(meta, "latency_ms", (int, float))),
-        request_id=_want(meta, "request_id", (str,)),
-        cost_usd=None if cost is None else float(cost),
-        created_at=float(_want(meta, "created_at", (int, float))),
-        **kw,
-    )
+        status=meta["status"], headers=[(n, v) for n, v in meta["headers"]], body=body,
+        streamed=meta["streamed"], latency_ms=float(meta["latency_ms"]), request_id=meta["request_id"],
+        created_at=float(meta["created_at"]),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

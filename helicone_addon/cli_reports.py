@@ -2,7 +2,7 @@
 
 `register(subparsers)` adds them to the top-level parser of helicone_addon.cli; `main(argv)` runs
 them on their own (`python -m helicone_addon.cli_reports report --by model`). Each handler takes the
-parsed args and returns an exit code: 0 ok, 1 runtime problem (no database, unknown session, datasette
+parsed args and returns an exit code: 0 ok, 1 runtime problem (no database, unknown session, web view
 missing), 2 bad arguments (unknown group-by, malformed filter).
 """
 
@@ -14,14 +14,13 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from . import config, reports
+from . import config, render, reports
 from .reports import Filters, ReportError
 
 DEFAULT_UI_PORT = 8001
@@ -294,181 +293,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 # logs: prompt / response text
 
 
-def _content_text(content: Any) -> str:
-    """OpenAI/Anthropic/Responses message content (str or list of parts) -> text."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict):
-                t = part.get("type")
-                if "text" in part and isinstance(part["text"], str):
-                    out.append(part["text"])
-                elif t in ("image_url", "image", "input_image"):
-                    out.append("[image]")
-                elif t in ("tool_use", "function_call"):
-                    out.append(f"[tool call {part.get('name')}: {json.dumps(part.get('input', part.get('arguments')))}]")
-                elif t == "tool_result":
-                    out.append(f"[tool result: {_content_text(part.get('content'))}]")
-                elif t:
-                    out.append(f"[{t}]")
-        return "\n".join(o for o in out if o)
-    if isinstance(content, dict):
-        return _content_text([content])
-    return str(content)
-
-
-def _gemini_parts(content: Any) -> str:
-    if not isinstance(content, dict):
-        return ""
-    out = []
-    for p in content.get("parts") or []:
-        if isinstance(p, dict):
-            if isinstance(p.get("text"), str):
-                out.append(p["text"])
-            elif "functionCall" in p:
-                out.append(f"[tool call {p['functionCall'].get('name')}]")
-    return "".join(out)
-
-
 def prompt_text(body: str | None) -> str:
-    """Human-readable prompt of a logged request body (best effort; raw body otherwise)."""
-    if not body:
-        return ""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(data, dict):
-        return body
-    parts: list[tuple[str, str]] = []
-    system = data.get("system") or data.get("instructions")
-    if system:
-        parts.append(("system", _content_text(system)))
-    if isinstance(data.get("systemInstruction"), dict):
-        parts.append(("system", _gemini_parts(data["systemInstruction"])))
-    if isinstance(data.get("messages"), list):
-        for m in data["messages"]:
-            if isinstance(m, dict):
-                parts.append((str(m.get("role", "?")), _content_text(m.get("content"))))
-    elif isinstance(data.get("contents"), list):
-        for c in data["contents"]:
-            if isinstance(c, dict):
-                parts.append((str(c.get("role", "user")), _gemini_parts(c)))
-    elif "input" in data:
-        inp = data["input"]
-        if isinstance(inp, list) and inp and all(isinstance(i, dict) for i in inp):
-            for i in inp:
-                parts.append((str(i.get("role", i.get("type", "?"))), _content_text(i.get("content", i.get("output")))))
-        else:
-            parts.append(("user", _content_text(inp) if not isinstance(inp, list) else "\n".join(map(str, inp))))
-    elif "prompt" in data:
-        p = data["prompt"]
-        parts.append(("user", p if isinstance(p, str) else json.dumps(p)))
-    else:
-        return body
-    if len(parts) == 1 and parts[0][0] == "user":
-        return parts[0][1]
-    return "\n\n".join(f"**{role}**: {text}" for role, text in parts)
+    """Human-readable prompt of a logged request body (render.py; the raw body otherwise)."""
+    return render.prompt_text(body)
 
 
-def _response_json_text(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return None
-    if isinstance(data.get("choices"), list):  # openai chat / completions (full or delta)
-        out = []
-        for ch in data["choices"]:
-            if not isinstance(ch, dict):
-                continue
-            msg = ch.get("message") or ch.get("delta") or {}
-            if isinstance(msg, dict):
-                if msg.get("content"):
-                    out.append(_content_text(msg["content"]))
-                for tc in msg.get("tool_calls") or []:
-                    fn = (tc or {}).get("function") or {}
-                    if fn.get("name"):
-                        out.append(f"[tool call {fn['name']}: {fn.get('arguments', '')}]")
-                    elif fn.get("arguments"):
-                        out.append(fn["arguments"])
-            if isinstance(ch.get("text"), str):
-                out.append(ch["text"])
-        return "".join(out)
-    if data.get("type") == "message" and isinstance(data.get("content"), list):  # anthropic
-        return _content_text(data["content"])
-    if data.get("type") == "content_block_delta":
-        d = data.get("delta") or {}
-        return d.get("text") or d.get("partial_json") or ""
-    if data.get("type") == "content_block_start":
-        b = data.get("content_block") or {}
-        if b.get("type") == "tool_use":
-            return f"[tool call {b.get('name')}] "
-        return b.get("text") or ""
-    if data.get("type") == "response.output_text.delta":  # openai responses stream
-        return data.get("delta") or ""
-    if isinstance(data.get("type"), str) and data["type"].startswith(("response.", "message_", "content_block_", "ping")):
-        return ""
-    if "output_text" in data and isinstance(data["output_text"], str):
-        return data["output_text"]
-    if isinstance(data.get("output"), list):  # openai responses
-        out = []
-        for item in data["output"]:
-            if isinstance(item, dict):
-                if item.get("type") == "message":
-                    out.append(_content_text(item.get("content")))
-                elif item.get("type") == "function_call":
-                    out.append(f"[tool call {item.get('name')}: {item.get('arguments', '')}]")
-        return "\n".join(o for o in out if o)
-    if isinstance(data.get("candidates"), list):  # gemini
-        cands = data["candidates"]
-        return _gemini_parts(cands[0].get("content")) if cands and isinstance(cands[0], dict) else ""
-    if isinstance(data.get("error"), dict):
-        return f"[error] {data['error'].get('message') or json.dumps(data['error'])}"
-    if isinstance(data.get("data"), list) and data.get("object") == "list":  # embeddings
-        return f"[{len(data['data'])} embedding(s)]"
-    return None
-
-
-def response_text(body: str | None) -> str:
-    """Human-readable output of a logged response body: JSON, SSE stream or Gemini JSON array."""
-    if not body:
-        return ""
-    stripped = body.lstrip()
-    try:
-        data = json.loads(stripped)
-    except ValueError:
-        data = None
-    if data is not None:
-        if isinstance(data, list):  # gemini streamGenerateContent without alt=sse
-            texts = [_response_json_text(d) for d in data]
-            if any(t is not None for t in texts):
-                return "".join(t or "" for t in texts)
-            return body
-        t = _response_json_text(data)
-        return body if t is None else t
-    if "data:" in body:  # server-sent events
-        out = []
-        understood = False
-        for line in body.splitlines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if not payload or payload == "[DONE]":
-                continue
-            try:
-                t = _response_json_text(json.loads(payload))
-            except ValueError:
-                continue
-            if t is not None:
-                understood = True
-                out.append(t)
-        if understood:
-            return "".join(out)
-    return body
+def response_text(body: str | None, api: str | None = None, status: int | None = None) -> str:
+    """Human-readable answer of a logged response body: JSON or a stream joined (render.py)."""
+    return render.response_text(api, body, status=status)
 
 
 def _truncate(text: str, n: int | None) -> str:
@@ -538,7 +370,7 @@ def format_log_entry(r: dict, *, usage: bool = False, truncate: int | None = Non
     if r.get("error"):
         lines.append(f"Error: {r['error']}")
     lines += ["", "## Prompt", "", _truncate(prompt_text(r.get("request_body")), truncate) or "(not logged)"]
-    lines += ["", "## Response", "", _truncate(response_text(r.get("response_body")), truncate) or "(not logged)"]
+    lines += ["", "## Response", "", _truncate(response_text(r.get("response_body"), r.get("api"), r.get("status")), truncate) or "(not logged)"]
     if usage:
         lines += ["", "## Token usage", "", _usage_line(r)]
     return "\n".join(lines) + "\n"
@@ -639,43 +471,6 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tree_labels(nodes: list[dict]) -> list[str]:
-    """Box-drawing prefixes for a depth-first node list (parents before children)."""
-    labels = []
-    for i, n in enumerate(nodes):
-        if n["depth"] == 0:
-            labels.append(n["name"])
-            continue
-        prefix = ""
-        # for each ancestor level, draw a bar if that ancestor has a later sibling
-        for level in range(1, n["depth"]):
-            prefix += "│  " if _has_later_sibling(nodes, i, level) else "   "
-        prefix += "├─ " if _has_later_sibling(nodes, i, n["depth"]) else "└─ "
-        labels.append(prefix + n["name"])
-    return labels
-
-
-def _call_prefix(nodes: list[dict], i: int) -> str:
-    """Prefix of the call lines listed under nodes[i]: continue the bars of its ancestors (and
-    its own, when it has children below)."""
-    n = nodes[i]
-    prefix = ""
-    for level in range(1, n["depth"] + 1):
-        prefix += "│  " if _has_later_sibling(nodes, i, level) else "   "
-    has_children = i + 1 < len(nodes) and nodes[i + 1]["depth"] > n["depth"]
-    return prefix + ("│  " if has_children else "   ")
-
-
-def _has_later_sibling(nodes: list[dict], i: int, depth: int) -> bool:
-    """Does the ancestor of nodes[i] at `depth` (or the node itself) have a later sibling?"""
-    for later in nodes[i + 1:]:
-        if later["depth"] < depth:
-            return False
-        if later["depth"] == depth:
-            return True
-    return False
-
-
 def _show_session(db: sqlite_utils.Database, args: argparse.Namespace, filters: Filters) -> int:
     sid = args.session_id
     nodes = reports.session_tree(db, sid, filters)
@@ -692,7 +487,7 @@ def _show_session(db: sqlite_utils.Database, args: argparse.Namespace, filters: 
     title = f"Session {sid}" + (f" — {name}" if name else "")
     headers = ["path", "calls", "errors", "prompt tok", "compl. tok", "total tok", "cost", "latency ms"]
     body: list[list[str]] = []
-    labels = _tree_labels(nodes)
+    labels = render.tree_labels(nodes)
     by_path: dict[str, list[dict]] = {}
     for c in calls:
         by_path.setdefault(c["path"], []).append(c)
@@ -712,7 +507,7 @@ def _show_session(db: sqlite_utils.Database, args: argparse.Namespace, filters: 
         )
         own = by_path.get(n["path"], [])
         if own:
-            prefix = _call_prefix(nodes, i)
+            prefix = render.call_prefix(nodes, i)
         for c in own:
             body.append(
                 [
@@ -740,66 +535,36 @@ def _session_name(db: sqlite_utils.Database, sid: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# ui (Datasette)
-
-
-def datasette_argv(db: Path, metadata_file: Path, port: int) -> list[str]:
-    """Arguments of `datasette serve` for the web view (read-only, loopback only)."""
-    from .ui import TEMPLATES_DIR
-
-    return [
-        "serve",
-        str(db),
-        "--metadata", str(metadata_file),
-        "--template-dir", str(TEMPLATES_DIR),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--setting", "sql_time_limit_ms", "5000",
-        "--setting", "facet_time_limit_ms", "500",
-        "--setting", "allow_download", "off",
-    ]  # fmt: skip
+# ui (the web view, helicone_addon/ui)
 
 
 @_run
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Browse the log in Datasette (read-only, on 127.0.0.1, behind the local API's token)."""
+    """Browse the log in the web view (read-only, on 127.0.0.1, behind the local API's token)."""
     if not 0 <= args.port <= 65535:
         raise CLIError(f"bad port {args.port}", 2)
     from .fleet import is_postgres_url
 
     if is_postgres_url(getattr(args, "db", None)):
         raise CLIError("ui browses a local SQLite log; read the fleet's log with report, logs or sessions --db", 2)
-    open_db(args).close()  # exists, is a log, migrations (the FTS index) applied; then read-only
+    open_db(args).close()  # exists, is a log, migrations (the text index) applied; then read-only
     path = resolve_db_path(args).resolve()
     try:
-        from datasette.cli import cli as datasette_cli
-    except ImportError:
-        raise CLIError("Datasette is not installed: pip install 'helicone-addon[ui]'") from None
+        from .ui import serve
+    except ImportError as e:
+        raise CLIError(f"the web view needs the 'ui' extra ({e.name} missing): pip install 'helicone-addon[ui]'") from None
+    from starlette.middleware import Middleware
+
     from . import security
-    from .ui import guard, register_plugin
-    from .ui.metadata import build_metadata, database_name
+    from .ui import guard
 
     token = security.ensure_token(getattr(args, "data_dir", None))
     guard.configure(token, "127.0.0.1")
-    with tempfile.TemporaryDirectory(prefix="helicone-ui-") as tmp:
-        meta = Path(tmp) / "metadata.json"
-        meta.write_text(json.dumps(build_metadata(database_name(path)), indent=2))
-        argv = datasette_argv(path, meta, args.port)
-        register_plugin()
-        url = f"http://127.0.0.1:{args.port}/{database_name(path)}?token={token}"
-        if args.port:
-            print(f"Serving {path} read-only on\n    {url}", file=sys.stderr, flush=True)
-        else:
-            print(f"Serving {path} read-only on a free port of 127.0.0.1 (below); open it with ?token={token}",
-                  file=sys.stderr, flush=True)
-        if args.open and args.port:
-            import webbrowser
-
-            webbrowser.open(url)
-        try:
-            datasette_cli.main(args=argv, prog_name="datasette", standalone_mode=False)
-        except KeyboardInterrupt:
-            pass
+    print(f"Serving {path} read-only on\n    http://127.0.0.1:{args.port}/?token={token}", file=sys.stderr, flush=True)
+    try:
+        serve(path, "127.0.0.1", args.port, open_browser=args.open, middleware=[Middleware(guard.Guard)])
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -860,11 +625,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "ui",
-        help="browse the log in Datasette (needs the 'ui' extra)",
-        description="Run Datasette on the log, read-only, on 127.0.0.1, with canned queries and charts. "
+        help="browse the log in the web view (needs the 'ui' extra)",
+        description="Serve the web view of the log, read-only, on 127.0.0.1: overview, requests, calls, sessions. "
         "It needs the local API's token (<data dir>/api-token): open the URL it prints, which carries it.",
     )
-    p.add_argument("--port", "-p", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT}; 0 picks a free one)")
+    p.add_argument("--port", "-p", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT})")
     p.add_argument("--open", "-o", action="store_true", help="open a browser")
     _add_db_args(p)
     p.set_defaults(func=cmd_ui)

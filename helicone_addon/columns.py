@@ -1,7 +1,7 @@
 """The one table of the log's columns: name, SQL type, meaning, and where each is shown.
 
 Everything that lists the columns of `requests` derives from `COLUMNS`: the migrations (a column
-joins the table in the migration numbered `since`), the `logs` column list, Datasette's metadata,
+joins the table in the migration numbered `since`), the `logs` column list, the web view's column notes,
 the API's record mapping and the PostgreSQL schema. Column names are a public interface: users
 query them by hand, so a column is added, never renamed.
 """
@@ -62,9 +62,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("error", str, "error message (transport error, provider error, cancelled stream)"),
     Column("client_request_id", str, "Helicone-Request-Id when it was not a UUID", in_logs=False),
     Column("request_headers", str, "request headers, JSON, secrets redacted", in_logs=False),
-    Column("request_body", str, "request body as sent (searchable)"),
+    Column("request_body", str, "request body as sent"),
     Column("response_headers", str, "response headers, JSON", in_logs=False),
-    Column("response_body", str, "response body as received, streams as raw events (searchable)"),
+    Column("response_body", str, "response body as received, streams as raw events"),
+    Column("prompt_text", str, "the prompt as text: system, user, assistant and tool turns (full-text searched)",
+           since=7, in_logs=False),
+    Column("response_text", str, "the answer as text, a stream joined; the error when there is none (full-text searched)",
+           since=7, in_logs=False),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}

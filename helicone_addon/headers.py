@@ -54,6 +54,8 @@ R_CACHE_BUCKET_IDX = "Helicone-Cache-Bucket-Idx"
 R_CACHE_LATENCY = "Helicone-Cache-Latency"
 R_FALLBACK_INDEX = "Helicone-Fallback-Index"
 R_RETRIES = "Helicone-Retries"
+R_REPLAY = "Helicone-Replay"  # HIT | MISS (replay mode)
+R_REPLAY_ID = "Helicone-Replay-Id"  # the recorded call that answered
 
 UUID_RE = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE
@@ -90,7 +92,7 @@ class CacheOptions:
     seed: str | None = None
     bucket_size: int = 1
     ignore_keys: tuple[str, ...] = ()
-    ttl_s: int = 604800
+    ttl_s: int = 604800  # DEFAULT_TTL_S
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,22 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _bool(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "true"
+# Headers that take a boolean: `true` / `false`, any letter case, surrounding spaces ignored.
+BOOLEAN_HEADERS = (H_OMIT_REQUEST, H_OMIT_RESPONSE, H_CACHE_ENABLED, H_CACHE_SAVE, H_CACHE_READ,
+                   H_RETRY_ENABLED, H_STREAM_USAGE)
+BOOLEAN_FORM = "true or false"
+
+
+def _flag(name: str, value: str | None) -> bool:
+    """A boolean header's value; absent is false. Anything but true/false is a HeaderError."""
+    if value is None:
+        return False
+    v = value.strip().lower()
+    if v == "true":
+        return True
+    if v == "false":
+        return False
+    raise HeaderError(name, f"{value!r} is not a boolean; accepted: {BOOLEAN_FORM}")
 
 
 def _int(name: str, value: str, lo: int | None = None, hi: int | None = None, form: str = "") -> int:
@@ -203,10 +219,12 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         request_id = new_request_id()
         client_rid = rid or None
 
+    # Each boolean on its own: a bad one is off (lenient) without dropping its neighbours.
+    flags = {name: lenient(lambda name=name: _flag(name, h.get(name)), False) for name in BOOLEAN_HEADERS}
     auth = h.get(H_AUTH)
-    cache = lenient(lambda: _cache_options(h), CacheOptions())
+    cache = lenient(lambda: _cache_options(h, flags), CacheOptions())
     rate_limit = lenient(lambda: _rate_limit(h), None)
-    retry = lenient(lambda: _retry(h), None)
+    retry = lenient(lambda: _retry(h, flags[H_RETRY_ENABLED]), None)
     fallbacks = lenient(lambda: _fallbacks(h), ())
     target_url = lenient(lambda: _target_url(h), None)
 
@@ -219,8 +237,8 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         session_path=h.get(H_SESSION_PATH) or None,
         session_name=h.get(H_SESSION_NAME) or None,
         properties=properties,
-        omit_request=h.get(H_OMIT_REQUEST) == "true",
-        omit_response=h.get(H_OMIT_RESPONSE) == "true",
+        omit_request=flags[H_OMIT_REQUEST],
+        omit_response=flags[H_OMIT_RESPONSE],
         cache=cache,
         rate_limit=rate_limit,
         retry=retry,
@@ -228,28 +246,90 @@ def parse(headers: Iterable[tuple[str, str]], *, strict: bool = True) -> CallOpt
         target_url=target_url,
         target_provider=h.get(H_TARGET_PROVIDER) or None,
         model_override=h.get(H_MODEL_OVERRIDE) or None,
-        stream_usage=_bool(h.get(H_STREAM_USAGE)),
+        stream_usage=flags[H_STREAM_USAGE],
         warnings=tuple(warnings),
     )
 
 
-def _cache_options(h: dict[str, str]) -> CacheOptions:
-    from . import cache as cache_mod
+# -- Helicone-Cache-* and Cache-Control grammar -------------------------------------------------
 
+DEFAULT_TTL_S = 604800  # 7 days (Helicone default)
+MAX_TTL_S = 31536000  # 365 days (Helicone clamp)
+MAX_BUCKET_SIZE = 20
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def ttl_from_cache_control(
+    value: str | None, default: int = DEFAULT_TTL_S, maximum: int = MAX_TTL_S
+) -> int:
+    """TTL in seconds from a `Cache-Control` value: `s-maxage=N` wins over `max-age=N`.
+
+    No value / no such directive -> `default`. Values above `maximum` are clamped. Other
+    directives are ignored. A negative, fractional or non-numeric value raises ValueError.
+    """
+    if value is None:
+        return min(default, maximum)
+    found: dict[str, int] = {}
+    for directive in value.split(","):
+        name, eq, raw = directive.partition("=")
+        name = name.strip().lower()
+        if name not in ("max-age", "s-maxage"):
+            continue
+        v = raw.strip()
+        if len(v) >= 2 and v[0] == v[-1] == '"':
+            v = v[1:-1].strip()
+        if not eq or not _DIGITS.fullmatch(v):
+            raise ValueError(
+                f"invalid Cache-Control directive {directive.strip()!r}; accepted: "
+                "max-age=N or s-maxage=N with N a whole number of seconds "
+                f"(0 or more; values over {maximum} are clamped to {maximum})"
+            )
+        found.setdefault(name, int(v))  # first occurrence wins
+    ttl = found.get("s-maxage", found.get("max-age", default))
+    return min(ttl, maximum)
+
+
+def parse_bucket_size(value: str | None) -> int:
+    """`Helicone-Cache-Bucket-Max-Size`: absent -> 1; else an integer from 1 to 20."""
+    if value is None:
+        return 1
+    v = value.strip()
+    if _DIGITS.fullmatch(v):
+        n = int(v)
+        if 1 <= n <= MAX_BUCKET_SIZE:
+            return n
+    raise ValueError(
+        f"invalid bucket size {value!r}; accepted: an integer from 1 to {MAX_BUCKET_SIZE}"
+    )
+
+
+def parse_ignore_keys(value: str | None) -> tuple[str, ...]:
+    """`Helicone-Cache-Ignore-Keys`: comma list, trimmed, empties dropped (duplicates too)."""
+    if not value:
+        return ()
+    out: dict[str, None] = {}
+    for part in value.split(","):
+        p = part.strip()
+        if p:
+            out[p] = None
+    return tuple(out)
+
+
+def _cache_options(h: dict[str, str], flags: dict[str, bool]) -> CacheOptions:
     # Helicone checks the bucket size on every request, cache on or off.
     bucket = 1
     if H_CACHE_BUCKET in h:
         try:
-            bucket = cache_mod.parse_bucket_size(h[H_CACHE_BUCKET])
+            bucket = parse_bucket_size(h[H_CACHE_BUCKET])
         except ValueError as e:
             raise HeaderError(H_CACHE_BUCKET, str(e)) from None
-    enabled = _bool(h.get(H_CACHE_ENABLED))
-    read = enabled or _bool(h.get(H_CACHE_READ))
-    write = enabled or _bool(h.get(H_CACHE_SAVE))
+    enabled = flags[H_CACHE_ENABLED]
+    read = enabled or flags[H_CACHE_READ]
+    write = enabled or flags[H_CACHE_SAVE]
     if not (read or write):
         return CacheOptions(bucket_size=bucket)
     try:
-        ttl = cache_mod.ttl_from_cache_control(h.get(H_CACHE_CONTROL))
+        ttl = ttl_from_cache_control(h.get(H_CACHE_CONTROL))
     except ValueError as e:
         raise HeaderError(H_CACHE_CONTROL, str(e)) from None
     return CacheOptions(
@@ -257,7 +337,7 @@ def _cache_options(h: dict[str, str]) -> CacheOptions:
         write=write,
         seed=h.get(H_CACHE_SEED) or None,
         bucket_size=bucket,
-        ignore_keys=cache_mod.parse_ignore_keys(h.get(H_CACHE_IGNORE_KEYS)),
+        ignore_keys=parse_ignore_keys(h.get(H_CACHE_IGNORE_KEYS)),
         ttl_s=ttl,
     )
 
@@ -274,10 +354,8 @@ def _rate_limit(h: dict[str, str]):
         raise HeaderError(H_RATE_LIMIT, str(e)) from None
 
 
-def _retry(h: dict[str, str]):
-    if not _bool(h.get(H_RETRY_ENABLED)):
-        if H_RETRY_ENABLED in h and h[H_RETRY_ENABLED].strip().lower() != "false":
-            raise HeaderError(H_RETRY_ENABLED, f"{h[H_RETRY_ENABLED]!r}; accepted: true or false")
+def _retry(h: dict[str, str], enabled: bool):
+    if not enabled:
         return None
     from .retry import RetryPolicy
 

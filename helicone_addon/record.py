@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import pricing, usage
+from . import pricing, render, usage
 from .columns import USAGE_COLUMNS
 from .headers import CallOptions
 from .redact import redact_headers, redact_url
+from .render import comment  # noqa: F401 - moved to render.py; this alias goes when callers switch
 from .usage.types import ParsedResponse, RequestInfo
 
 logger = logging.getLogger(__name__)
@@ -186,30 +187,12 @@ def build_row(
         "response_headers": json.dumps(redact_headers(state.response_headers)),
         "response_body": None if omit_resp else _text(body),
     }
+    row["prompt_text"], row["response_text"] = render.texts(
+        state.api, None if omit_req else state.request_body, None if omit_resp else body, status=state.status,
+        parsed=parsed, request_json=req.json)
     for c in USAGE_COLUMNS:
         row[c] = getattr(u, c) if u is not None else None
     if u is not None and row["total_tokens"] is None and u.prompt_tokens is not None and u.completion_tokens is not None:
         row["total_tokens"] = u.prompt_tokens + u.completion_tokens
     prop_rows = [{"request_id": state.id, "key": k, "value": v} for k, v in props.items()]
     return row, prop_rows
-
-
-def comment(row: dict[str, Any]) -> str:
-    """One line for mitmweb's flow list."""
-    parts = [row.get("provider") or "?", row.get("model") or "?"]
-    if row.get("total_tokens") is not None:
-        est = "~" if row.get("usage_source") == "estimated" else ""
-        parts.append(f"{est}{row.get('prompt_tokens')}+{row.get('completion_tokens')} tok")
-    if row.get("cost_usd") is not None:
-        parts.append(f"${row['cost_usd']:.6f}")
-    elif row.get("cost_note"):
-        parts.append("cost ?")
-    if row.get("cache_hit"):
-        parts.append("cache HIT")
-    if row.get("rate_limited"):
-        parts.append("RATE LIMITED")
-    if row.get("retries"):
-        parts.append(f"retries={row['retries']}")
-    if row.get("error"):
-        parts.append(f"error: {str(row['error'])[:60]}")
-    return " | ".join(parts)

@@ -82,8 +82,7 @@ def entries() -> dict[str, CachedResponse]:
     return {
         "json_2kb": CachedResponse(200, [("content-type", "application/json")], body, request_id="a"),
         "sse_300_chunks": CachedResponse(200, [("content-type", "text/event-stream")], b"".join(chunks),
-                                         streamed=True, chunks=chunks, chunk_offsets_ms=[i * 2.0 for i in range(300)],
-                                         request_id="b"),  # fmt: skip
+                                         streamed=True, request_id="b"),
     }
 
 

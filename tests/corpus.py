@@ -1,5 +1,5 @@
-"""The shared corpus of recorded provider payloads (../shared/corpus), and the normalised usage
-each case must produce — derived here, independently of helicone_addon.usage (see the rules in
+"""The corpus of recorded provider payloads (tests/data/corpus, see its README.md), and the
+normalised usage each case must produce — derived here, independently of helicone_addon.usage (see the rules in
 tests/unit/test_usage_corpus.py's docstring)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 from helicone_addon import providers
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
 CASES_DIR = CORPUS / "cases"
 
-CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir()) if CASES_DIR.is_dir() else []
+CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())
 
 
 def load(name: str):

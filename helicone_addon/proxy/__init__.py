@@ -8,10 +8,12 @@ the flow's record (`flowrecord.FlowRecord` in `flow.metadata["helicone"]`):
                        Helicone-Id on the answer; the stream tee; what came back or went wrong
     HeliconeAuth       Helicone-Auth against helicone_auth_keys (401)
     HeliconeGateway    Helicone-* stripped; Helicone-Target-Url routing; Helicone-Stream-Usage
+    HeliconeReplay     replay mode: answer from recordings (the log or a cassette), streams paced
     HeliconeCache      Helicone-Cache-*: a HIT answers at once; a 200 is saved before the client has it
     HeliconeRateLimit  Helicone-RateLimit-Policy (429); u=cents charged once the call is priced
     HeliconeUpstream   retries, fallbacks and time-outs through the relay
     HeliconeMitmweb    the LLM content view; flow comments in mitmweb
+    HeliconeExporters  Prometheus metrics (GET /metrics on the API) and OTLP spans of each finished call
     HeliconeLog        the finished call -> the writer thread -> one row (and the row listeners)
     HeliconeApi        the local Helicone API beside the proxy
 """
@@ -23,21 +25,25 @@ def make_addons() -> list:
     from helicone_addon.proxy.auth import HeliconeAuth
     from helicone_addon.proxy.caching import HeliconeCache
     from helicone_addon.proxy.calls import HeliconeCalls
+    from helicone_addon.proxy.exporters import HeliconeExporters
     from helicone_addon.proxy.gateway import HeliconeGateway
     from helicone_addon.proxy.localapi import HeliconeApi
     from helicone_addon.proxy.logwriter import HeliconeLog
     from helicone_addon.proxy.mitmweb import HeliconeMitmweb
     from helicone_addon.proxy.ratelimiting import HeliconeRateLimit
+    # from helicone_addon.proxy.replay import HeliconeReplay  (wired when the replay module lands)
     from helicone_addon.proxy.upstream import HeliconeUpstream
 
     return [
         HeliconeCalls(),
         HeliconeAuth(),
         HeliconeGateway(),
+        # HeliconeReplay(),  (wired when the replay module lands)
         HeliconeCache(),
         HeliconeRateLimit(),
         HeliconeUpstream(),
         HeliconeMitmweb(),
+        HeliconeExporters(),  # before HeliconeLog: it subscribes to the row HeliconeLog builds
         HeliconeLog(),
         HeliconeApi(),
     ]

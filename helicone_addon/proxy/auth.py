@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import Sequence
 
 from mitmproxy import ctx, http
+from mitmproxy.proxy import mode_specs
 
 from helicone_addon import headers
 from helicone_addon.proxy.flowrecord import json_response, record_of, short_circuit
 
+logger = logging.getLogger("helicone_addon")
+
 MESSAGE = "Helicone-Auth is missing or not accepted; send 'Helicone-Auth: Bearer <key>' with a configured key"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_listeners(modes: Sequence[str], listen_host: str) -> list[str]:
+    """The proxy listeners reachable from other machines ('' listens on every interface)."""
+    found = []
+    for spec in modes:
+        try:
+            mode = mode_specs.ProxyMode.parse(spec)
+        except ValueError:
+            continue  # mitmproxy reports it
+        host = mode.listen_host(listen_host)
+        if not is_loopback(host):
+            found.append(f"{spec} on {host or 'every interface'}")
+    return found
 
 
 def bearer_value(value: str) -> str:
@@ -27,10 +55,27 @@ class HeliconeAuth:
             "helicone_auth_keys", Sequence[str], [],
             "Accepted Helicone-Auth keys. When set, LLM calls without 'Helicone-Auth: Bearer <key>' get 401.",
         )
+        loader.add_option(
+            "helicone_allow_open_proxy", bool, False,
+            "Allow listening on a non-loopback address without helicone_auth_keys or proxyauth (an open "
+            "proxy on a network relays anyone's traffic to the tunnelled hosts).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "helicone_auth_keys" in updated:
             self.keys = frozenset(k for k in (bearer_value(k) for k in ctx.options.helicone_auth_keys) if k)
+
+    def running(self) -> None:
+        opts = ctx.options
+        if self.keys or getattr(opts, "proxyauth", None) or opts.helicone_allow_open_proxy:
+            return
+        exposed = open_listeners(opts.mode, opts.listen_host)
+        if exposed:  # an error during startup stops the proxy
+            logger.error(
+                "helicone: refusing to run an open proxy (%s): set helicone_auth_keys or proxyauth, listen on "
+                "127.0.0.1 (--listen-host 127.0.0.1), or --set helicone_allow_open_proxy=true",
+                "; ".join(exposed),
+            )
 
     def request(self, flow: http.HTTPFlow) -> None:
         if not self.keys:

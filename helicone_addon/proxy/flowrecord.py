@@ -33,6 +33,7 @@ class FlowRecord:
     rate_limit_key: str | None = None
     response_headers: list[tuple[str, str]] = field(default_factory=list)  # added before the first byte
     on_row: list[RowListener] = field(default_factory=list)  # run on the writer once the row is built
+    replaying: bool = False  # sent to the replay server: the later addons leave it alone
     finished: bool = False  # handed to the log (response and error can both fire)
 
     @property
@@ -52,7 +53,7 @@ class FlowRecord:
 def record_of(flow: http.HTTPFlow) -> FlowRecord | None:
     """The record of an LLM call still to be handled: None for other flows, or once answered."""
     rec = flow.metadata.get(META)
-    if rec is None or flow.response is not None or flow.error is not None:
+    if rec is None or rec.replaying or flow.response is not None or flow.error is not None:
         return None
     return rec
 

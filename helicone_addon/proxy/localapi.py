@@ -36,6 +36,12 @@ def describe_listener(host: str, port: int) -> str:
     return f"another program holds {url}"
 
 
+def _extra_routes() -> list:
+    """Routes other addons serve on the API: GET /metrics (HeliconeExporters)."""
+    exporters = ctx.master.addons.get("heliconeexporters")
+    return exporters.routes() if exporters is not None else []
+
+
 class HeliconeApi:
     def __init__(self) -> None:
         self.server = None
@@ -80,6 +86,7 @@ class HeliconeApi:
                 data_dir=ctx.options.helicone_data_dir,
                 open=ctx.options.helicone_api_open,
                 hosts=ctx.options.helicone_api_hosts,
+                extra_routes=_extra_routes(),
             ).start()
         except OSError as e:
             if port == config.DEFAULT_API_PORT:

@@ -24,15 +24,9 @@ class HeliconeMitmweb:
         self.web = ctx.master.addons.get("view") is not None  # mitmweb keeps a view of the flows
         self.loop = asyncio.get_running_loop()
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._subscribe(flow)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._subscribe(flow)
-
-    def _subscribe(self, flow: http.HTTPFlow) -> None:
-        rec: FlowRecord | None = flow.metadata.get(META)
-        if not self.web or rec is None or rec.finished or self.loop is None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        rec: FlowRecord | None = flow.metadata.get(META)  # made by HeliconeCalls for LLM calls
+        if not self.web or rec is None or self.loop is None:
             return
         loop = self.loop
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from .. import render
 from ..columns import added_in
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
@@ -130,3 +131,28 @@ def m006_shipper(db: sqlite_utils.Database) -> None:
                 "WHEN EXISTS (SELECT 1 FROM shipper_state) BEGIN "
                 f"INSERT INTO shipper_outbox (request_id, queued_at) VALUES (NEW.[{id_column}], {now}); END"
             )
+
+
+@migration
+def m007_text_search(db: sqlite_utils.Database) -> None:
+    """Searchable text: `prompt_text` and `response_text` (a streamed answer joined), filled in for
+    the rows already logged, and the full-text index rebuilt over them instead of the raw bodies
+    (in which a streamed answer is split across events and never matches a phrase)."""
+    table = db["requests"]
+    for name, type_ in added_in(7).items():
+        if name not in table.columns_dict:
+            table.add_column(name, type_)
+    if db["requests_fts"].exists():  # drop the old index first: the back-fill fires no triggers
+        table.disable_fts()
+    last = -1
+    while True:  # in batches, so a large log is never read into memory at once
+        rows = db.execute(
+            "SELECT rowid, api, status, request_body, response_body FROM requests WHERE rowid > ? ORDER BY rowid LIMIT 500",
+            [last],
+        ).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        updates = [(*render.texts(api, req, resp, status=status), rowid) for rowid, api, status, req, resp in rows]
+        db.conn.executemany("UPDATE requests SET prompt_text = ?, response_text = ? WHERE rowid = ?", updates)
+    table.enable_fts(["prompt_text", "response_text"], create_triggers=True, replace=True)

@@ -1,25 +1,36 @@
-"""The browsable web view: Datasette with our metadata, canned queries, templates and a chart plugin.
+"""The browsable web view of the log: `helicone-addon ui`.
 
-`helicone-addon ui` (cli_reports.cmd_ui) runs `datasette serve` with:
-  --metadata      a file written from metadata.build_metadata() (keyed by the database's name)
-  --template-dir  TEMPLATES_DIR: database.html / query.html / table.html extending Datasette's own
-and registers the plugin module helicone_addon.ui.plugin (server-side SVG charts: no JavaScript, no
-network) with Datasette's plugin manager, in process.
+A small Starlette app of our own (ui/app.py): overview, requests with facets and search, call
+pages with the conversation, sessions as tree and timeline. Pages are Jinja templates
+(ui/templates), charts are SVG drawn on the server (ui/chart.py), the only stylesheet is
+ui/static/style.css: no JavaScript, nothing fetched from the network. Read-only: every page opens
+the log with `PRAGMA query_only`.
+
+    create_app(db_path, middleware=()) -> Starlette   the ASGI app (wrap it, mount it, serve it)
+    serve(db_path, host, port, middleware=())         run it with uvicorn until interrupted
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-UI_DIR = Path(__file__).resolve().parent
-TEMPLATES_DIR = UI_DIR / "templates"
+from starlette.middleware import Middleware
+
+from .app import create_app
+
+__all__ = ["create_app", "serve"]
 
 
-def register_plugin() -> None:
-    """Register helicone_addon.ui.plugin with Datasette (idempotent)."""
-    from datasette.plugins import pm
+def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8001, *, open_browser: bool = False,
+          middleware: Sequence[Middleware] = ()) -> None:
+    """Serve the web view on host:port (blocks until interrupted); middleware as for create_app."""
+    import uvicorn
 
-    from . import plugin
+    app = create_app(db_path, middleware=middleware)
+    if open_browser:
+        import threading
+        import webbrowser
 
-    if not pm.is_registered(plugin):
-        pm.register(plugin, name="helicone_addon_ui")
+        threading.Timer(1.0, webbrowser.open, [f"http://{host}:{port}/"]).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,142 +1,196 @@
-"""A self-contained stacked bar chart as inline SVG (rendered on the server: works offline, no JS).
+"""Charts as inline SVG, drawn on the server (no JavaScript, nothing fetched): stacked bars and lines.
 
-Used by the Datasette plugin for "cost per day by model"; plain function of its data, so it can be
-tested without Datasette.
+Plain functions of their data. Axes use round ticks (1, 2, 2.5 or 5 times a power of ten); legends
+are left to the page (HTML wraps, so entries never overlap).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from datetime import date, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from html import escape
 
 PALETTE = [
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+    "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
+    "#edc948", "#9c755f", "#ff9da7", "#bab0ac", "#86bcb6",
 ]  # fmt: skip
-CHART_ID = "helicone-cost-chart"
+ERROR_COLOR = "#e15759"
+OTHER = "other"
+
+Fmt = Callable[[float, int], str]  # value, decimals -> label
 
 
-def _days(first: str, last: str, max_days: int) -> list[str]:
-    try:
-        d0, d1 = date.fromisoformat(first), date.fromisoformat(last)
-    except ValueError:
-        return []
-    if (d1 - d0).days >= max_days:
-        d0 = d1 - timedelta(days=max_days - 1)
-    return [(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
+def nice_scale(max_value: float, ticks: int = 4, integer: bool = False) -> tuple[float, float, int]:
+    """(top, step, decimals): a round step (1, 2, 2.5 or 5 times a power of ten) so that
+    top = step * n >= max_value with n <= ticks; decimals = what the step needs to print exactly."""
+    if not max_value or max_value <= 0 or not math.isfinite(max_value):
+        return (float(ticks), 1.0, 0) if integer else (1.0, 0.25, 2)
+    raw = max_value / ticks
+    exp = math.floor(math.log10(raw))
+    step = 10.0 ** (exp + 1)
+    for m in (1, 2, 2.5, 5):
+        if m * 10.0**exp >= raw * (1 - 1e-9):
+            step = m * 10.0**exp
+            break
+    if integer and step < 1:
+        step = 1.0
+    decimals = 0
+    while decimals < 12 and abs(round(step, decimals) - step) > step * 1e-9:
+        decimals += 1
+    top = step * math.ceil(max_value / step - 1e-9)
+    return top, step, decimals
 
 
-def _nice_max(v: float) -> float:
-    if v <= 0:
-        return 1.0
-    exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 2, 2.5, 5, 10):
-        if v <= m * exp:
-            return m * exp
-    return 10 * exp
+def fmt_usd(v: float, decimals: int) -> str:
+    return "$0" if v == 0 else f"${v:,.{decimals}f}"
 
 
-def _usd(v: float) -> str:
+def fmt_count(v: float, decimals: int) -> str:
+    return f"{v:,.{decimals}f}"
+
+
+def fmt_ms(v: float, decimals: int) -> str:
     if v == 0:
-        return "$0"
-    if v >= 100:
-        return f"${v:,.0f}"
-    if v >= 1:
-        return f"${v:,.2f}"
-    return f"${v:.4f}".rstrip("0").rstrip(".") if v >= 0.0001 else f"${v:.2g}"
+        return "0"
+    if v >= 1000:
+        return f"{v / 1000:,.3f}".rstrip("0").rstrip(".") + " s"
+    return f"{v:,.{decimals}f} ms"
 
 
-def cost_chart_svg(
-    points: Iterable[tuple[str | None, str | None, float | None]],
+def bucket_label(bucket: str, hourly: bool) -> str:
+    if hourly:
+        return f"{bucket[11:13]}:00"
+    try:
+        d = date.fromisoformat(bucket[:10])
+    except ValueError:
+        return bucket
+    return f"{d.strftime('%b')} {d.day}"
+
+
+def colors_for(names: Sequence[str]) -> dict[str, str]:
+    return {n: "#bab0ac" if n == OTHER else PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+
+
+def top_series(series: Mapping[str, Mapping[str, float]], keep: int = 8) -> dict[str, dict[str, float]]:
+    """The `keep`-1 largest series by total, the rest summed as 'other' (order: largest first)."""
+    totals = {n: sum(v.values()) for n, v in series.items()}
+    ranked = sorted(series, key=lambda n: (-totals[n], n))
+    if len(ranked) <= keep:
+        return {n: dict(series[n]) for n in ranked}
+    out = {n: dict(series[n]) for n in ranked[: keep - 1]}
+    other: dict[str, float] = {}
+    for n in ranked[keep - 1:]:
+        for b, v in series[n].items():
+            other[b] = other.get(b, 0.0) + v
+    out[OTHER] = other
+    return out
+
+
+class _Frame:
+    """Plot area, y axis with round ticks and x labels, shared by the chart kinds."""
+
+    def __init__(self, buckets: Sequence[str], max_value: float, fmt: Fmt, *, hourly: bool,
+                 width: int, height: int, title: str) -> None:
+        self.buckets, self.fmt, self.hourly = list(buckets), fmt, hourly
+        self.width, self.height = width, height
+        self.top, self.step, self.decimals = nice_scale(max_value, integer=fmt is fmt_count)
+        self.left, self.right, self.top_m, self.bottom = 64, 12, 12, 26
+        self.plot_w = width - self.left - self.right
+        self.plot_h = height - self.top_m - self.bottom
+        self.slot = self.plot_w / max(len(self.buckets), 1)
+        self.parts = [
+            f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
+        ]
+
+    def y(self, v: float) -> float:
+        return self.top_m + self.plot_h * (1 - v / self.top)
+
+    def x_center(self, i: int) -> float:
+        return self.left + self.slot * (i + 0.5)
+
+    def axes(self) -> None:
+        n = round(self.top / self.step)
+        for i in range(n + 1):
+            v = self.step * i
+            y = self.y(v)
+            self.parts.append(f'<line class="grid" x1="{self.left}" x2="{self.width - self.right}" y1="{y:.1f}" y2="{y:.1f}"/>')
+            self.parts.append(f'<text class="tick" x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">'
+                              f"{escape(self.fmt(v, self.decimals))}</text>")
+        every = max(1, math.ceil(len(self.buckets) / max(1, self.plot_w // 70)))
+        last = len(self.buckets) - 1
+        for i, b in enumerate(self.buckets):
+            if (last - i) % every == 0:  # counted back from the latest bucket, which is always labelled
+                self.parts.append(f'<text class="tick" x="{self.x_center(i):.1f}" y="{self.height - 8}" '
+                                  f'text-anchor="middle">{escape(bucket_label(b, self.hourly))}</text>')
+        base = self.y(0)
+        self.parts.append(f'<line class="axis" x1="{self.left}" x2="{self.width - self.right}" y1="{base:.1f}" y2="{base:.1f}"/>')
+
+    def done(self) -> str:
+        self.parts.append("</svg>")
+        return "".join(self.parts)
+
+
+def stacked_bars(
+    buckets: Sequence[str],
+    series: Mapping[str, Mapping[str, float]],
+    colors: Mapping[str, str],
+    fmt: Fmt,
     *,
-    title: str = "Cost per day by model (USD)",
-    max_series: int = 8,
-    max_days: int = 90,
-    width: int = 820,
-    height: int = 320,
+    hourly: bool = False,
+    title: str = "",
+    width: int = 1200,
+    height: int = 260,
 ) -> str:
-    """points: (day 'YYYY-MM-DD', series name e.g. model, cost). Returns an <svg> element.
-
-    Days between the first and last are filled in (empty bars); the max_series-1 costliest series
-    are shown, the rest summed as 'other'. Each bar segment has a <title> tooltip."""
-    data: dict[tuple[str, str], float] = {}
-    for day, series, cost in points:
-        if not day:
-            continue
-        key = (str(day)[:10], "(none)" if series in (None, "") else str(series))
-        data[key] = data.get(key, 0.0) + float(cost or 0)
-    head = (
-        f'<svg id="{CHART_ID}" class="helicone-chart" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(title)}" style="font-family: sans-serif; font-size: 11px; max-width: 100%">'
-        f'<title>{escape(title)}</title>'
-        f'<text x="10" y="18" font-size="14" font-weight="bold">{escape(title)}</text>'
-    )
-    if not data:
-        return head + f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" fill="#666">No calls logged yet.</text></svg>'
-
-    all_days = sorted({d for d, _ in data})
-    days = _days(all_days[0], all_days[-1], max_days) or all_days[-max_days:]
-    shown = set(days)
-    data = {k: c for k, c in data.items() if k[0] in shown}
-    totals: dict[str, float] = {}
-    for (_, s), c in data.items():
-        totals[s] = totals.get(s, 0.0) + c
-    ranked = sorted(totals, key=lambda s: (-totals[s], s))
-    if len(ranked) > max_series:
-        keep = ranked[: max_series - 1]
-        merged: dict[tuple[str, str], float] = {}
-        for (d, s), c in data.items():
-            k = (d, s if s in keep else "other")
-            merged[k] = merged.get(k, 0.0) + c
-        data, series = merged, [*keep, "other"]
-        totals = {s: sum(c for (_, ss), c in data.items() if ss == s) for s in series}
-    else:
-        series = ranked
-    color = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
-    day_totals = {d: sum(data.get((d, s), 0.0) for s in series) for d in days}
-    top = _nice_max(max(day_totals.values(), default=0.0))
-
-    left, right, top_m = 64, 12, 34
-    legend_rows = math.ceil(len(series) / 4)
-    bottom = 34 + 16 * legend_rows
-    plot_w, plot_h = width - left - right, height - top_m - bottom
-    slot = plot_w / max(len(days), 1)
-    bar_w = max(1.0, slot * 0.8)
-    parts = [head]
-    for i in range(5):  # y grid and labels
-        v = top * i / 4
-        y = top_m + plot_h - plot_h * i / 4
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#444">{escape(_usd(v))}</text>')
-    label_every = max(1, math.ceil(len(days) / 12))
-    for i, d in enumerate(days):
-        x = left + i * slot + (slot - bar_w) / 2
-        y = top_m + plot_h
-        for s in series:
-            c = data.get((d, s), 0.0)
-            if c <= 0:
+    """One bar per bucket, one segment per series (in the order given, the first at the bottom)."""
+    peak = max((sum(s.get(b, 0.0) for s in series.values()) for b in buckets), default=0.0)
+    fr = _Frame(buckets, peak, fmt, hourly=hourly, width=width, height=height, title=title)
+    fr.axes()
+    bar_w = max(1.0, min(fr.slot * 0.7, 48))
+    for i, b in enumerate(buckets):
+        acc = 0.0
+        x = fr.x_center(i) - bar_w / 2
+        for name, values in series.items():
+            v = values.get(b, 0.0)
+            if v <= 0:
                 continue
-            h = plot_h * c / top
-            y -= h
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" fill="{color[s]}">'
-                f"<title>{escape(d)} · {escape(s)}: {escape(_usd(c))}</title></rect>"
-            )
-        if i % label_every == 0 or i == len(days) - 1:
-            parts.append(
-                f'<text x="{left + i * slot + slot / 2:.1f}" y="{top_m + plot_h + 14}" text-anchor="middle" fill="#444">{escape(d[5:])}</text>'
-            )
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top_m + plot_h}" y2="{top_m + plot_h}" stroke="#888"/>')
-    for i, s in enumerate(series):  # legend
-        lx = left + (i % 4) * (plot_w / 4)
-        ly = top_m + plot_h + 30 + 16 * (i // 4)
-        name = s if len(s) <= 28 else s[:27] + "…"
-        parts.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" fill="{color[s]}"/>')
-        parts.append(
-            f'<text x="{lx + 14:.1f}" y="{ly}" fill="#222" class="legend">{escape(name)} ({escape(_usd(totals.get(s, 0.0)))})</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+            y0, y1 = fr.y(acc), fr.y(acc + v)
+            acc += v
+            label = f"{bucket_label(b, hourly)} · {name}: {fmt(v, max(fr.decimals, 2) if fmt is fmt_usd else 0)}"
+            fr.parts.append(f'<rect class="seg" x="{x:.1f}" y="{y1:.1f}" width="{bar_w:.1f}" '
+                            f'height="{max(y0 - y1, 0.8):.1f}" fill="{colors[name]}"><title>{escape(label)}</title></rect>')
+    return fr.done()
+
+
+def lines(
+    buckets: Sequence[str],
+    series: Mapping[str, Mapping[str, float | None]],
+    colors: Mapping[str, str],
+    fmt: Fmt,
+    *,
+    hourly: bool = False,
+    title: str = "",
+    width: int = 600,
+    height: int = 240,
+) -> str:
+    """One line per series; a bucket without a value breaks the line."""
+    peak = max((v for s in series.values() for v in s.values() if v is not None), default=0.0)
+    fr = _Frame(buckets, peak, fmt, hourly=hourly, width=width, height=height, title=title)
+    fr.axes()
+    for name, values in series.items():
+        path: list[str] = []
+        for i, b in enumerate(buckets):
+            v = values.get(b)
+            if v is None:
+                if path:
+                    fr.parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="2" points="{" ".join(path)}"/>')
+                path = []
+                continue
+            x, y = fr.x_center(i), fr.y(v)
+            path.append(f"{x:.1f},{y:.1f}")
+            fr.parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colors[name]}">'
+                            f"<title>{escape(bucket_label(b, hourly))} · {escape(name)}: {escape(fmt(v, 0))}</title></circle>")
+        if path:
+            fr.parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="2" points="{" ".join(path)}"/>')
+    return fr.done()

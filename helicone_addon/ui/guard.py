@@ -1,7 +1,7 @@
 """The web view's door: the same token as the local API, and the same Host / Origin rules.
 
-`helicone-addon ui` calls `configure(token)` before serving; the plugin's `asgi_wrapper` hook wraps
-Datasette's app in `wrap`. A browser opens the URL the command prints, `...?token=<token>`, once:
+`helicone-addon ui` calls `configure(token)` before serving and puts `Guard` around the web view's
+Starlette app. A browser opens the URL the command prints, `...?token=<token>`, once:
 the token is checked, a cookie is set and the browser is sent on to the same URL without it (so it
 does not linger in the address bar or in Referer headers). Programs may send
 `Authorization: Bearer <token>` instead. Anything else gets 401; a foreign Host or Origin gets 403.
@@ -58,7 +58,7 @@ def _page(status: int, title: str, message: str) -> Response:
 
 
 def _check(cfg: _Config | None, request: Request) -> Response | None:
-    """None when the request may go on to Datasette, else the reply."""
+    """None when the request may go on to the web view, else the reply."""
     if cfg is None:
         return _page(503, "Not configured", "Start the web view with <code>helicone-addon ui</code>.")
     if not cfg.rules.host_ok(request.headers.get("host")):
@@ -83,6 +83,16 @@ def _check(cfg: _Config | None, request: Request) -> Response | None:
         "Open the URL that <code>helicone-addon ui</code> printed (it ends in <code>?token=...</code>); "
         "the token is in the <code>api-token</code> file of the data directory.",
     )  # fmt: skip
+
+
+class Guard:
+    """The check as Starlette middleware: `Middleware(Guard)` around the web view's app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = wrap(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def wrap(app: ASGIApp) -> ASGIApp:

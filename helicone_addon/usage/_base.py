@@ -8,6 +8,7 @@ usage object, output text), so a long stream costs no more memory than its text.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from .types import ParsedResponse, Usage
@@ -138,22 +139,101 @@ class Accumulator:
         out.extra.update(self.extra())
 
 
+_REASONING_TYPES = frozenset(("thinking", "reasoning", "reasoning_text", "redacted_thinking"))
+_TOOL_CALL_TYPES = frozenset(("tool_use", "server_tool_use", "mcp_tool_use", "function_call", "custom_tool_call"))
+_TOOL_RESULT_TYPES = frozenset(
+    ("tool_result", "function_call_output", "custom_tool_call_output", "mcp_tool_result", "web_search_tool_result")
+)
+_MEDIA = {
+    "image_url": "image", "image": "image", "input_image": "image", "inlineData": "image",
+    "input_audio": "audio", "audio": "audio",
+    "file": "file", "input_file": "file", "document": "file", "fileData": "file",
+}  # fmt: skip
+
+
+def content_parts(content: Any) -> Iterator[tuple[str, str, str | None]]:
+    """Each part of a message ``content`` value as ``(kind, text, name)``.
+
+    This is the one walker over message content for every wire format: OpenAI's string or list of
+    typed parts, Anthropic's content blocks, the Responses API's items, Gemini's ``parts``. kind is
+    text | reasoning | tool_call (name = the tool, text = its arguments) | tool_result (name = the
+    call it answers) | image | audio | file | other. The response accumulators and
+    helicone_addon/render.py both read content through it.
+    """
+    if content is None:
+        return
+    if isinstance(content, str):
+        yield "text", content, None
+        return
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        yield "text", compact_json(content), None
+        return
+    for part in content:
+        if isinstance(part, str):
+            yield "text", part, None
+        elif isinstance(part, dict):
+            yield from _part(part)
+
+
+def _part(part: dict) -> Iterator[tuple[str, str, str | None]]:
+    ptype = part.get("type")
+    text = part.get("text")
+    if ptype in _REASONING_TYPES or part.get("thought") is True:
+        t = text if isinstance(text, str) else part.get("thinking")
+        if not isinstance(t, str):  # Responses reasoning items keep their text in summary parts
+            t = "\n".join(s.get("text", "") for s in part.get("summary") or () if isinstance(s, dict))
+        yield "reasoning", t, None
+    elif isinstance(text, str):
+        yield "text", text, None
+    elif isinstance(part.get("thinking"), str):
+        yield "reasoning", part["thinking"], None
+    elif ptype in _TOOL_CALL_TYPES:
+        args = part.get("input", part.get("arguments"))
+        yield "tool_call", args if isinstance(args, str) else compact_json(args), _str_or_none(part.get("name"))
+    elif ptype in _TOOL_RESULT_TYPES:
+        inner = part.get("content", part.get("output"))
+        yield "tool_result", inner if isinstance(inner, str) else _joined_text(inner), _str_or_none(
+            part.get("tool_use_id") or part.get("call_id")
+        )
+    elif isinstance(part.get("functionCall"), dict):  # Gemini
+        fc = part["functionCall"]
+        yield "tool_call", compact_json(fc.get("args") or {}), _str_or_none(fc.get("name"))
+    elif isinstance(part.get("functionResponse"), dict):
+        fr = part["functionResponse"]
+        yield "tool_result", compact_json(fr.get("response")), _str_or_none(fr.get("name"))
+    elif isinstance(part.get("refusal"), str):
+        yield "text", part["refusal"], None
+    else:
+        media = _MEDIA.get(ptype) or next((m for k, m in _MEDIA.items() if k in part), None)
+        if media:
+            yield media, f"[{media}]", None
+        elif ptype:
+            yield "other", f"[{ptype}]", None
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _joined_text(content: Any) -> str:
+    """The readable text of a nested content value (a tool result's own content blocks)."""
+    if isinstance(content, list) and not all(isinstance(p, (str, dict)) for p in content):
+        return compact_json(content)
+    return "\n".join(t for _, t, _ in content_parts(content) if t)
+
+
 def content_text(content: Any, text_out: list[str], reasoning_out: list[str] | None = None) -> None:
     """Text of an OpenAI-style ``content`` value: a string or a list of typed parts."""
-    if isinstance(content, str):
+    if isinstance(content, str):  # the common case of a streamed delta: no walk
         if content:
             text_out.append(content)
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, str):
-                text_out.append(part)
-            elif isinstance(part, dict):
-                t = part.get("text")
-                if isinstance(t, str) and t:
-                    ptype = part.get("type")
-                    if reasoning_out is not None and ptype in ("thinking", "reasoning", "reasoning_text"):
-                        reasoning_out.append(t)
-                    else:
-                        text_out.append(t)
-                elif isinstance(part.get("thinking"), str) and reasoning_out is not None:
-                    reasoning_out.append(part["thinking"])
+        return
+    for kind, text, _ in content_parts(content):
+        if not text:
+            continue
+        if kind == "text":
+            text_out.append(text)
+        elif kind == "reasoning" and reasoning_out is not None:
+            reasoning_out.append(text)

@@ -133,3 +133,25 @@ def test_a_finished_call_is_queryable_within_250_ms(fake, tmp_path):
         assert worst < 0.25, f"a row became visible {worst * 1000:.0f} ms after its response"
     finally:
         stop(p)
+
+
+def test_an_open_proxy_is_refused_without_auth(tmp_path):
+    """`run --listen-host 0.0.0.0` with no Helicone-Auth keys and no proxyauth would relay anyone."""
+    p = start(tmp_path, ["--listen-host", "0.0.0.0", "-p", str(free_port()), "--set", "helicone_api_port=0"])
+    try:
+        assert p.wait(90) != 0
+    finally:
+        stop(p)
+    assert "refusing to run an open proxy" in logs_of(tmp_path) and "helicone_allow_open_proxy" in logs_of(tmp_path)
+
+
+def test_an_open_proxy_with_auth_keys_runs(fake, tmp_path):
+    port = free_port()
+    p = start(tmp_path, ["--listen-host", "0.0.0.0", *reverse(fake, port), "--set", "helicone_api_port=0",
+                         "--set", "helicone_auth_keys=k-123"])
+    try:
+        wait_port(port, proc=p)
+        assert chat(port).status_code == 401
+        assert chat(port, **{"Helicone-Auth": "Bearer k-123"}).status_code == 200
+    finally:
+        stop(p)

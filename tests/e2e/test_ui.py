@@ -1,153 +1,150 @@
-"""The web view: `helicone-addon ui` runs Datasette (read-only, 127.0.0.1, behind the API token) on a
-seeded log; canned queries answer what independent SQL says, and headless Chromium sees the queries and
-the chart after opening the printed `?token=` URL once.
+"""The web view (`helicone-addon ui`) in a real browser, over a log seeded through the real proxy.
 
-Chromium is Debian's (`apt-get install -y chromium`). Without it the browser test is skipped, except
-in CI (env CI set), where it must run. Same for Datasette (the `ui` extra).
+The log is filled by the proxy and the fake upstream with the openai and anthropic SDKs: several
+models, streams, upstream errors, cache hits, users, properties and two sessions. Then
+`helicone-addon ui` serves it and headless Chromium (Debian's, driven by Playwright; never a
+downloaded browser) loads each page and checks what a user sees against the CLI and SQL.
+
+Screenshots of the overview, a call page and a session page are written under the test's temp dir
+(and to $HELICONE_UI_SCREENSHOTS when set, e.g. docs/screenshots).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-import sqlite_utils
+from conftest import ROOT, Proxy, free_port, wait_port
 
-from helicone_addon import cli_reports, security
-from helicone_addon.store import migrations
-from helicone_addon.ui import metadata as ui_metadata
-from helicone_addon.ui.chart import CHART_ID, cost_chart_svg
+from helicone_addon import cli_reports, render, security
+from helicone_addon.ui import app as ui_app
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 IN_CI = bool(os.environ.get("CI"))
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 try:
-    import datasette  # noqa: F401
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None
 
-    HAVE_DATASETTE = True
-except ImportError:
-    HAVE_DATASETTE = False
-
-needs_datasette = pytest.mark.skipif(
-    not HAVE_DATASETTE and not IN_CI, reason="datasette not installed (pip install '.[ui]')"
+needs_browser = pytest.mark.skipif(
+    (CHROMIUM is None or sync_playwright is None) and not IN_CI,
+    reason="needs Debian's chromium (apt-get install -y chromium) and playwright (the test extra)",
 )
 
-
-def chromium_binary() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+PHRASE = "fake upstream"  # in every answer of the fake; in a stream its words are split across events
 
 
-CHROMIUM = chromium_binary()
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None and not IN_CI, reason="chromium not installed (apt-get install -y chromium)"
-)
+@dataclass
+class Seed:
+    db: Path
+    ids: dict[str, list[str]] = field(default_factory=dict)  # kind -> Helicone-Ids
 
-MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-3-5-sonnet"), ("gemini", "gemini-1.5-flash")]
-DAYS = ["2025-05-01", "2025-05-02", "2025-05-03"]
+    def add(self, kind: str, rid: str) -> str:
+        self.ids.setdefault(kind, []).append(rid)
+        return rid
 
-
-def seed(path: Path) -> None:
-    db = sqlite_utils.Database(path)
-    migrations.migrate(db)
-    rows, props = [], []
-    n = 0
-    for d, day in enumerate(DAYS):
-        for m, (provider, model) in enumerate(MODELS):
-            for k in range(m + 1):
-                n += 1
-                rid = f"00000000-0000-4000-8000-{n:012d}"
-                status = 500 if (n % 7 == 0) else 200
-                rows.append({
-                    "id": rid,
-                    "created_at": f"{day}T{10 + k:02d}:{m:02d}:00.000Z",
-                    "provider": provider,
-                    "model": model,
-                    "status": status,
-                    "latency_ms": 100.0 * n,
-                    "prompt_tokens": 10 * n,
-                    "completion_tokens": n,
-                    "total_tokens": 11 * n,
-                    "cost_usd": None if status >= 400 else round(0.001 * (m + 1) * (d + 1), 6),
-                    "cache_hit": int(n % 5 == 0),
-                    "cache_saved_usd": 0.01 if n % 5 == 0 else None,
-                    "user_id": ["alice", "bob"][n % 2],
-                    "session_id": "sess-1" if n <= 4 else None,
-                    "session_path": "/plan" if n <= 4 else None,
-                    "session_name": "demo" if n <= 4 else None,
-                    "error": "upstream 500" if status >= 400 else None,
-                    "properties": json.dumps({"team": ["search", "ads"][n % 2]}),
-                    "request_body": json.dumps({"model": model, "messages": [{"role": "user", "content": f"hello {n}"}]}),
-                    "response_body": json.dumps({"choices": [{"message": {"content": f"world {n}"}}]}),
-                })
-                props.append({"request_id": rid, "key": "team", "value": ["search", "ads"][n % 2]})
-    rows.append({"id": "00000000-0000-4000-8000-999999999999", "created_at": "2025-05-03T23:00:00.000Z",
-                 "provider": "openai", "model": "<b>evil</b>", "status": 200, "cost_usd": 0.0005})
-    db["requests"].insert_all(rows, alter=False)
-    db["properties"].insert_all(props)
-    db.close()
+    def sql(self, query: str, params=()) -> list[tuple]:
+        with sqlite3.connect(self.db) as conn:
+            return conn.execute(query, params).fetchall()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _seed(proxy: Proxy) -> Seed:
+    seed = Seed(proxy.db_path)
+    oa, an = proxy.openai(), proxy.anthropic()
 
-
-@pytest.fixture(scope="module")
-def log_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ui") / "helicone.db"
-    seed(path)
-    return path
-
-
-AUTH: dict[str, str] = {}  # Authorization: Bearer <the data dir's token>, once the server is up
-
-
-@pytest.fixture(scope="module")
-def server(log_path, tmp_path_factory):
-    if not HAVE_DATASETTE:  # only reached in CI (needs_datasette skips otherwise)
-        pytest.fail("CI is set but datasette is missing: install the 'ui' extra")
-    port = free_port()
-    logfile = tmp_path_factory.mktemp("uilog") / "ui.log"
-    data_dir = tmp_path_factory.mktemp("uidata")
-    AUTH["Authorization"] = f"Bearer {security.ensure_token(data_dir)}"  # as the proxy would have made it
-    with open(logfile, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "helicone_addon.cli_reports", "ui", "--db", str(log_path), "--port", str(port),
-             "--data-dir", str(data_dir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ui exited with {proc.returncode}:\n{logfile.read_text()}")
-            try:
-                if httpx.get(f"{base}/-/versions.json", headers=AUTH, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+    def chat(model: str, text: str, kind: str, headers: dict | None = None, **kw) -> str:
+        raw = oa.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+            extra_headers=headers or {}, **kw)
+        if kw.get("stream"):
+            for _ in raw.parse():
                 pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"ui did not come up in 30 s:\n{logfile.read_text()}")
-            time.sleep(0.2)
-        yield base
+        return seed.add(kind, raw.headers["helicone-id"])
+
+    users = ["alice", "bob", "carol"]
+    for i in range(8):
+        chat("gpt-4o-mini", f"question {i} about otters", "json",
+             {"Helicone-User-Id": users[i % 3], "Helicone-Property-Feature": ["search", "chat"][i % 2]})
+    for i in range(6):
+        chat("gpt-4o", f"stream {i} about rivers", "stream", {"Helicone-User-Id": users[i % 2], "x-fake-delay-ms": "5",
+                                                              "Helicone-Property-Feature": "chat"},
+             stream=True, stream_options={"include_usage": True})
+    for i in range(5):
+        raw = an.messages.with_raw_response.create(
+            model="claude-3-5-sonnet", max_tokens=64, system="You are terse.",
+            messages=[{"role": "user", "content": f"claude question {i}"}],
+            extra_headers={"Helicone-User-Id": "dave"}, stream=i % 2 == 0)
+        if i % 2 == 0:
+            for _ in raw.parse():
+                pass
+        seed.add("anthropic", raw.headers["helicone-id"])
+    for status in (429, 429, 500):
+        try:
+            chat("gpt-4o", "this one fails", "error", {"x-fake-status": str(status), "Helicone-User-Id": "alice"})
+        except Exception as e:  # the SDK raises on 4xx/5xx: the call is still logged
+            seed.add("error", e.response.headers["helicone-id"])  # type: ignore[attr-defined]
+    cache = {"Helicone-Cache-Enabled": "true", "Helicone-User-Id": "bob"}
+    first = chat("gpt-4o-mini", "cache me please", "cache_fill", cache)
+    proxy.row(first)  # the cache entry is saved before the row is written
+    for _ in range(2):
+        chat("gpt-4o-mini", "cache me please", "cache_hit", cache)
+    # a session shaped like an agent: plan, search twice, answer
+    sid = f"research-{uuid.uuid4().hex[:6]}"
+    for path, model, stream in [("/", "gpt-4o", False), ("/plan", "gpt-4o", True), ("/plan/search", "gpt-4o-mini", False),
+                                ("/plan/search", "gpt-4o-mini", True), ("/answer", "gpt-4o", True)]:
+        h = {"Helicone-Session-Id": sid, "Helicone-Session-Path": path, "Helicone-Session-Name": "research",
+             "Helicone-User-Id": "alice", "x-fake-delay-ms": "10"}
+        kw = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+        chat(model, f"session step {path}", "session", h, **kw)
+    seed.ids["session_id"] = [sid]
+    seed.ids["session_id2"] = ["chat-2"]
+    for i in range(2):
+        chat("gpt-4o-mini", f"second session {i}", "session2", {"Helicone-Session-Id": "chat-2"})
+    n = sum(len(v) for k, v in seed.ids.items() if not k.startswith("session_id"))
+    proxy.wait_rows("SELECT id FROM requests", n=n, timeout=30)
+    return seed
+
+
+@pytest.fixture(scope="module")
+def seed(fake, tmp_path_factory) -> Seed:
+    proxy = Proxy(tmp_path_factory.mktemp("ui-proxy"), fake.url).start()
+    try:
+        yield _seed(proxy)
+    finally:
+        proxy.stop()
+
+
+TOKEN: dict[str, str] = {}  # the data dir's API token, which the web view asks for too
+
+
+@pytest.fixture(scope="module")
+def ui(seed, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("ui-log") / "ui.log"
+    data_dir = tmp_path_factory.mktemp("ui-data")
+    TOKEN["value"] = security.ensure_token(data_dir)  # as the proxy makes it on first start
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "helicone_addon.cli_reports", "ui", "--db", str(seed.db),
+                                 "--port", str(port), "--data-dir", str(data_dir)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_port(port, timeout=30, proc=proc)
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
@@ -157,161 +154,295 @@ def server(log_path, tmp_path_factory):
             proc.wait(5)
 
 
-def q(base: str, name: str, **params) -> list[dict]:
-    r = httpx.get(f"{base}/helicone/{name}.json", params={"_shape": "array", **params}, headers=AUTH, timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN['value']}"}
 
 
-def sql(path: Path, query: str, params=()) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(query, params).fetchall()
+def test_the_web_view_admits_its_owner_only(ui):
+    assert httpx.get(f"{ui}/requests").status_code == 401  # no token
+    assert httpx.get(f"{ui}/requests", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{ui}/requests", headers={**auth(), "Host": "attacker.example.com"}).status_code == 403
+    assert httpx.get(f"{ui}/requests", headers={**auth(), "Origin": "https://evil.example"}).status_code == 403
+    r = httpx.get(f"{ui}/requests?token={TOKEN['value']}")
+    assert r.status_code == 303 and "token" not in r.headers["location"]
+    cookie = r.cookies.get("helicone_ui")
+    assert cookie and cookie != TOKEN["value"]  # a value derived from the token, not the token
+    assert httpx.get(f"{ui}/requests", cookies={"helicone_ui": cookie}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> list[Path]:
+    dirs = [tmp_path_factory.mktemp("screenshots")]
+    if os.environ.get("HELICONE_UI_SCREENSHOTS"):
+        dirs.append(Path(os.environ["HELICONE_UI_SCREENSHOTS"]))
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def browser(ui):
+    if CHROMIUM is None or sync_playwright is None:
+        pytest.fail("CI is set but chromium or playwright is missing")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, ui):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=ui)
+    pg = ctx.new_page()
+    pg.elsewhere = []  # every request the page makes must stay on the web view's origin
+    pg.on("request", lambda r: r.url.startswith(ui) or pg.elsewhere.append(r.url))
+    pg.goto(f"/?token={TOKEN['value']}")  # the URL `helicone-addon ui` prints: once, then a cookie
+    assert "token" not in pg.url
+    yield pg
+    assert pg.elsewhere == [], f"the page fetched from elsewhere: {pg.elsewhere}"
+    ctx.close()
+
+
+def snap(pg, shots: list[Path], name: str) -> None:
+    for d in shots:
+        d.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(d / name), full_page=True)
+    assert (shots[0] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def cli_json(*args: str) -> object:
+    res = subprocess.run([sys.executable, "-m", "helicone_addon.cli_reports", *args], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
 
 
 # ---------------------------------------------------------------------------------------------
+# the pages in a browser
 
 
-def test_datasette_argv_is_loopback_and_read_only(tmp_path):
-    argv = cli_reports.datasette_argv(tmp_path / "helicone.db", tmp_path / "m.json", 9999)
-    assert argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert argv[argv.index("--port") + 1] == "9999"
-    assert "--template-dir" in argv and "--immutable" not in argv  # live log: new calls show up
-    meta = ui_metadata.build_metadata("helicone")
-    queries = meta["databases"]["helicone"]["queries"]
-    assert not any(qd.get("write") for qd in queries.values())
-    assert {"cost_per_day", "cost_per_day_by_model", "cost_by_model", "cost_by_user", "cost_by_property",
-            "slowest_calls", "errors", "cache_savings", "sessions"} <= set(queries)
+@needs_browser
+@pytest.mark.parametrize("range_key", ["7d", "all"])
+def test_overview_numbers_equal_the_report(page, seed, shots, range_key):
+    page.goto(f"/?range={range_key}")
+    since = ["--since", range_key] if range_key != "all" else []
+    (total,) = cli_json("report", "--by", "none", "--json", "--db", str(seed.db), *since)
+    by_model = cli_json("report", "--by", "model", "--json", "--db", str(seed.db), *since)
+    cards = page.locator("#totals")
+    assert cards.locator("[data-metric=cost_usd]").inner_text() == render.usd(total["cost_usd"])
+    assert cards.locator("[data-metric=calls]").inner_text() == f"{total['calls']:,}"
+    assert cards.locator("[data-metric=errors]").inner_text() == f"{total['errors']:,} errors"
+    assert cards.locator("[data-metric=error_rate]").inner_text() == ui_app.fmt_pct(total["errors"] / total["calls"])
+    assert cards.locator("[data-metric=cache_hits]").inner_text() == f"{total['cache_hits']:,}"
+    assert cards.locator("[data-metric=cache_saved_usd]").inner_text() == render.usd(total["cache_saved_usd"])
+    assert cards.locator("[data-metric=latency_p50_ms]").inner_text() == ui_app.fmt_ms(total["latency_p50_ms"])
+    assert cards.locator("[data-metric=latency_p95_ms]").inner_text() == ui_app.fmt_ms(total["latency_p95_ms"])
+    assert total["cache_hits"] == 2 and total["errors"] == 3  # the seed is what the test thinks it is
+    rows = page.locator("#models tbody tr")
+    assert rows.count() == len(by_model)
+    for m in by_model:
+        row = page.locator(f'#models tr[data-model="{m["model"]}"]')
+        assert row.locator("[data-metric=calls]").inner_text() == f"{m['calls']:,}"
+        assert row.locator("[data-metric=errors]").inner_text() == f"{m['errors']:,}"
+        assert row.locator("[data-metric=cost_usd]").inner_text() == (render.usd(m["cost_usd"]) or "$0")
+        assert row.locator("[data-metric=latency_p95_ms]").inner_text() == ui_app.fmt_ms(m["latency_p95_ms"])
+    # three charts; the cost legend names each model once, with its $ total
+    assert page.locator("svg.chart").count() == 3
+    legend = page.locator(".legend").first.inner_text()
+    for m in by_model:
+        if m["cost_usd"]:
+            assert m["model"] in legend
+    assert "$" in legend and "e-0" not in page.content()  # amounts in dollars, never 5.7e-05
+    if range_key == "7d":
+        snap(page, shots, "overview.png")
 
 
-def test_request_column_descriptions_cover_the_schema():
-    db = sqlite_utils.Database(memory=True)
-    migrations.migrate(db)
-    assert set(db["requests"].columns_dict) == set(ui_metadata.REQUEST_COLUMNS)
+@needs_browser
+def test_requests_page_fits_and_facets_filter(page, seed):
+    page.goto("/requests")
+    table = page.locator("#calls")
+    box = table.bounding_box()
+    assert box["x"] + box["width"] <= 1400, "the default columns overflow a 1,400 px window"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+    assert headers == ["time (UTC)", "id", "provider", "model", "status", "latency", "TTFT", "tokens", "cost", "user", "session"]
+    visible = [b for b in (r.bounding_box() for r in table.locator("tbody tr").all()) if b and b["y"] + b["height"] <= 1000]
+    assert len(visible) >= 20, f"only {len(visible)} rows visible in 1,000 px"
+    assert all(c.startswith("$") or c == "" for c in table.locator("tbody td:nth-child(9)").all_inner_texts())
+    # facet on model, then on a property value
+    page.locator('[data-facet=model] a', has_text=re.compile(r"^gpt-4o$")).click()
+    page.wait_for_url(re.compile(r"model=gpt-4o"))
+    models = set(table.locator("tbody td:nth-child(4)").all_inner_texts())
+    assert models == {"gpt-4o"}
+    assert table.locator("tbody tr").count() == seed.sql("SELECT count(*) FROM requests WHERE model = 'gpt-4o'")[0][0]
+    page.locator('[data-facet="prop:feature"] a', has_text="chat").click()
+    page.wait_for_url(re.compile(r"prop=feature%3Dchat"))
+    exp = seed.sql("SELECT count(*) FROM requests r JOIN properties p ON p.request_id = r.id "
+                   "WHERE r.model = 'gpt-4o' AND p.key = 'feature' AND p.value = 'chat'")[0][0]
+    assert exp > 0 and table.locator("tbody tr").count() == exp
+    for facet in ("provider", "status", "user"):
+        assert page.locator(f"[data-facet={facet}] li").count() > 0
 
 
-def test_chart_svg():
-    empty = cost_chart_svg([])
-    assert empty.startswith("<svg") and "No calls logged yet" in empty
-    svg = cost_chart_svg([("2025-05-01", "a", 1.0), ("2025-05-03", "b", 2.0), ("2025-05-03", "<x>", 0.5)])
-    assert f'id="{CHART_ID}"' in svg and svg.endswith("</svg>")
-    assert "05-02" in svg  # the missing day is filled in
-    assert "<x>" not in svg and "&lt;x&gt;" in svg
-    assert svg.count("<rect") == 3 + 3  # three segments, three legend swatches
-    many = cost_chart_svg([("2025-05-01", f"m{i}", float(i + 1)) for i in range(12)], max_series=8)
-    assert "other" in many and "m0 " not in many and "m11" in many
+@needs_browser
+def test_search_finds_streamed_answers(page, seed):
+    page.goto("/")
+    page.fill("header input[name=q]", f'"{PHRASE}"')
+    page.press("header input[name=q]", "Enter")
+    page.wait_for_url(re.compile(r"/requests\?q="))
+    ids = {a.get_attribute("title") for a in page.locator("#calls tbody td:nth-child(2) a").all()}
+    streamed = {r[0] for r in seed.sql("SELECT id FROM requests WHERE streamed = 1 AND status = 200")}
+    assert streamed and streamed <= ids  # every streamed answer is found by its phrase
+    # ... and so does `helicone-addon logs -q`
+    found = cli_json("logs", "-q", f'"{PHRASE}"', "-n", "0", "--json", "--db", str(seed.db))
+    assert streamed <= {r["id"] for r in found}
 
 
-@needs_datasette
-def test_canned_queries_match_sql(server, log_path):
-    by_model = q(server, "cost_by_model")
-    exp = sql(log_path, "select model, count(*), sum(ifnull(cost_usd, 0)) from requests group by model")
-    assert {r["model"]: (r["calls"], round(r["cost_usd"], 6)) for r in by_model} == {
-        m: (c, round(cost, 6)) for m, c, cost in exp}
-    per_day = q(server, "cost_per_day")
-    exp = sql(log_path, "select date(created_at), count(*), sum(ifnull(cost_usd,0)), sum(ifnull(cache_saved_usd,0)) "
-                        "from requests group by 1 order by 1 desc")
-    assert [(r["day"], r["calls"], round(r["cost_usd"], 6), round(r["cache_saved_usd"], 6)) for r in per_day] == [
-        (d, c, round(cost, 6), round(saved, 6)) for d, c, cost, saved in exp]
-    errors = q(server, "errors")
-    assert {r["id"] for r in errors} == {r[0] for r in sql(log_path, "select id from requests where status >= 500")}
-    slowest = q(server, "slowest_calls")
-    assert [r["latency_ms"] for r in slowest] == sorted((r["latency_ms"] for r in slowest), reverse=True)
-    assert slowest[0]["latency_ms"] == sql(log_path, "select max(latency_ms) from requests")[0][0]
-    team = q(server, "cost_by_property", key="team")
-    exp = sql(log_path, "select p.value, count(*) from properties p where p.key = 'team' group by 1")
-    assert {r["value"]: r["calls"] for r in team} == dict(exp)
-    assert q(server, "cost_by_property", key="nosuchkey") == []
-    sessions = q(server, "sessions")
-    assert [(s["session_id"], s["calls"], s["session_name"]) for s in sessions] == [("sess-1", 4, "demo")]
-    users = q(server, "cost_by_user")
-    assert {u["user_id"]: u["calls"] for u in users} == dict(sql(log_path, "select user_id, count(*) from requests group by 1"))
-    savings = q(server, "cache_savings")
-    assert sum(r["cache_hits"] for r in savings) == sql(log_path, "select sum(cache_hit) from requests")[0][0]
+@needs_browser
+def test_call_page_shows_the_joined_stream_and_dollars(page, seed, shots):
+    rid = seed.ids["stream"][0]
+    (cost,) = seed.sql("SELECT cost_usd FROM requests WHERE id = ?", [rid])[0]
+    page.goto(f"/call/{rid}")
+    assert page.locator("#answer .body").inner_text() == "Hello from the fake upstream!"
+    assert page.locator("#cost").inner_text().startswith(render.usd(cost)) and render.usd(cost).startswith("$")
+    assert page.locator(".msg.system .body").inner_text() == "Be brief."
+    assert page.locator(".msg.user .body").inner_text() == "stream 0 about rivers"
+    raw = page.locator("#raw details", has_text="Raw response")
+    assert not raw.locator("pre").first.is_visible()  # a click away
+    raw.locator("summary").click()
+    assert "data: " in raw.locator("pre").nth(1).inner_text()
+    snap(page, shots, "call.png")
+    # an upstream error is shown as such
+    page.goto(f"/call/{seed.ids['error'][0]}")
+    assert "fake error 429" in page.locator("#error").inner_text()
+    assert page.locator(".st.big").inner_text() == "429"
 
 
-@needs_datasette
-def test_web_view_is_read_only_and_searchable(server, log_path):
-    before = sql(log_path, "select count(*) from requests")[0][0]
-    r = httpx.get(f"{server}/helicone.json", params={"sql": "delete from requests"}, headers=AUTH, timeout=10)
-    assert r.status_code >= 400
-    assert sql(log_path, "select count(*) from requests")[0][0] == before
-    r = httpx.post(f"{server}/helicone/cost_by_model", data={}, headers=AUTH, timeout=10)
-    assert r.status_code >= 400
-    # full-text search box on the requests table (requests_fts)
-    r = httpx.get(f"{server}/helicone/requests.json", params={"_search": "world", "_shape": "array", "_size": "max"}, headers=AUTH, timeout=10)
-    assert r.status_code == 200 and len(r.json()) == before - 1
-    page = httpx.get(f"{server}/helicone/requests", headers=AUTH, timeout=10).text
-    assert "Column descriptions" in page and "time to first token" in page
-    assert httpx.get(f"{server}/helicone.db", headers=AUTH, timeout=10).status_code in (403, 404)  # download off
+@needs_browser
+def test_links_lead_where_they_say(page, seed):
+    page.goto("/requests")
+    first = page.locator("#calls tbody tr").first.locator("td:nth-child(2) a")
+    rid = first.get_attribute("title")
+    first.click()
+    page.wait_for_url(f"**/call/{rid}")
+    assert rid in page.locator("#summary").inner_text()
+    page.goto("/requests")
+    sess = page.locator("#calls tbody td.sess a").first
+    sid = sess.inner_text()
+    sess.click()
+    page.wait_for_url(re.compile(r"/session/"))
+    assert page.locator("h1").inner_text().startswith(f"Session {sid}")
+    page.goto("/?range=all")
+    page.locator("#models a", has_text=re.compile(r"^claude-3-5-sonnet$")).click()
+    page.wait_for_url(re.compile(r"/requests\?model=claude"))
+    assert set(page.locator("#calls tbody td:nth-child(4)").all_inner_texts()) == {"claude-3-5-sonnet"}
+    page.goto(f"/call/{seed.ids['cache_hit'][0]}")  # a cache hit links to the call that filled the cache
+    page.locator("#summary a", has_text=seed.ids["cache_fill"][0][:8]).click()
+    page.wait_for_url(f"**/call/{seed.ids['cache_fill'][0]}")
 
 
-@needs_datasette
-def test_web_view_needs_the_token_and_our_host(server):
-    token = AUTH["Authorization"].removeprefix("Bearer ")
-    page = f"{server}/helicone/requests.json"
-    assert httpx.get(page, timeout=10).status_code == 401
-    assert httpx.get(page, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
-    assert httpx.get(page, params={"token": "nope"}, timeout=10).status_code == 401
-    # DNS rebinding: a foreign name for 127.0.0.1 is refused even with the token
-    r = httpx.get(page, headers={**AUTH, "Host": "attacker.example.com"}, timeout=10)
-    assert r.status_code == 403
-    r = httpx.get(page, headers={**AUTH, "Origin": "http://attacker.example.com"}, timeout=10)
-    assert r.status_code == 403
-    # the printed URL: the token once, then a cookie (not the token itself) and the URL without it
-    with httpx.Client(timeout=10) as browser:
-        r = browser.get(page, params={"token": token, "_shape": "array"})
-        assert r.status_code == 303 and r.headers["location"] == "/helicone/requests.json?_shape=array"
-        cookie = r.cookies["helicone_ui"]
-        assert token not in cookie and "httponly" in r.headers["set-cookie"].lower()
-        assert "samesite=strict" in r.headers["set-cookie"].lower()
-        r = browser.get(f"{server}{r.headers['location']}")
-        assert r.status_code == 200 and len(r.json()) > 0
-    assert httpx.get(page, cookies={"helicone_ui": "forged"}, timeout=10).status_code == 401
+@needs_browser
+def test_session_page_draws_tree_and_one_bar_per_call(page, seed, shots):
+    sid = seed.ids["session_id"][0]
+    page.goto("/sessions")
+    page.locator("#sessions a", has_text=sid).click()
+    page.wait_for_url(f"**/session/{sid}")
+    calls = seed.sql("SELECT id FROM requests WHERE session_id = ?", [sid])
+    bars = page.locator("#timeline .bar")
+    assert bars.count() == len(calls) == 5
+    assert {b.get_attribute("href") for b in bars.all()} == {f"/call/{c[0]}" for c in calls}
+    # the tree the terminal draws: same labels as `helicone-addon sessions ID`
+    tree = cli_json("sessions", sid, "--json", "--db", str(seed.db))
+    labels = [t.strip() for t in page.locator("#timeline .node .tl-label").all_inner_texts()]
+    assert labels == [lbl.strip() for lbl in render.tree_labels(tree["nodes"])]
+    assert labels == ["/", "├─ plan", "│  └─ search", "└─ answer"]
+    # bars are placed in time order, each inside the track
+    lefts = [float(re.search(r"left: ([\d.]+)%", b.get_attribute("style")).group(1)) for b in bars.all()]
+    assert lefts == sorted(lefts) and lefts[0] == 0
+    snap(page, shots, "session.png")
 
 
-@needs_datasette
-@needs_chromium
-def test_chromium_sees_canned_queries_and_chart(server, log_path, tmp_path):
-    if CHROMIUM is None:
-        pytest.fail("CI is set but chromium is missing: apt-get install -y chromium")
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1400",
-    ]  # fmt: skip
+# ---------------------------------------------------------------------------------------------
+# without a browser
 
-    def dump(url: str) -> str:
-        res = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
-        assert res.returncode == 0, res.stderr[-2000:]
-        return res.stdout
 
-    token = AUTH["Authorization"].removeprefix("Bearer ")
-    dom = dump(f"{server}/helicone?token={token}")  # once: a cookie, then the page without the token
-    for query in ui_metadata.CANNED_QUERIES.values():
-        assert query["title"] in dom, query["title"]
-    assert f'id="{CHART_ID}"' in dom
-    chart = dom[dom.index(f'id="{CHART_ID}"'):]
-    chart = chart[: chart.index("</svg>")]
-    for _, model in MODELS:
-        assert model in chart
-    assert "&lt;b&gt;evil&lt;/b&gt;" in chart and "<b>evil</b>" not in chart
-    # one bar segment per (day, model) with a cost, each with its tooltip
-    segments = sql(log_path, "select count(*) from (select date(created_at), model from requests "
-                             "group by 1, 2 having total(cost_usd) > 0)")[0][0]
-    legend = sql(log_path, "select count(distinct model) from requests")[0][0]
-    assert chart.count("<rect") == segments + legend
-    assert "2025-05-02 · claude-3-5-sonnet" in chart
-
-    dom = dump(f"{server}/helicone/cost_per_day_by_model?token={token}")
-    assert f'id="{CHART_ID}"' in dom and "Cost per day by model (USD)" in dom
-    assert "<table" in dom and "claude-3-5-sonnet" in dom
-
-    shot = tmp_path / "chart.png"
-    res = subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", f"{server}/helicone?token={token}"],
-                         capture_output=True, text=True, timeout=90)
-    assert res.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+def test_pages_are_read_only_and_unknown_ids_are_404(ui, seed):
+    before = seed.sql("SELECT count(*) FROM requests")[0][0]
+    assert httpx.post(f"{ui}/requests", data={"q": "x"}, headers=auth()).status_code == 405
+    assert httpx.get(f"{ui}/call/nope", headers=auth()).status_code == 404
+    assert httpx.get(f"{ui}/session/nope", headers=auth()).status_code == 404
+    r = httpx.get(f"{ui}/requests", params={"status": "teapot"}, headers=auth())
+    assert r.status_code == 400 and "unknown status filter" in r.text
+    assert httpx.get(f"{ui}/static/style.css", headers=auth()).status_code == 200
+    assert seed.sql("SELECT count(*) FROM requests")[0][0] == before
 
 
 def test_ui_without_database_fails_cleanly(tmp_path, capsys):
     assert cli_reports.main(["ui", "--db", str(tmp_path / "missing.db"), "--port", "0"]) == 1
     assert "no log database at" in capsys.readouterr().err
+
+
+def test_failed_calls_fold_into_the_model_that_answers(tmp_path):
+    from datetime import UTC, datetime
+
+    import sqlite_utils
+
+    from helicone_addon.store import migrations
+    from helicone_addon.ui import queries
+
+    db = sqlite_utils.Database(tmp_path / "log.db")
+    migrations.migrate(db)
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+
+    def row(i, model, requested, status, cost):
+        return {"id": f"id-{i}", "created_at": f"{day}T00:00:0{i}.000Z", "model": model, "model_requested": requested,
+                "status": status, "cost_usd": cost, "latency_ms": 100.0 * (i + 1),
+                "error": "boom" if status != 200 else None}
+
+    db["requests"].insert_all([
+        row(0, "gpt-4o-2024-08-06", "gpt-4o", 200, 0.01), row(1, "gpt-4o-2024-08-06", "gpt-4o", 200, 0.02),
+        row(2, "gpt-4o", "gpt-4o", 429, None),  # failed before a model answered: joins the answering model
+        row(3, "o9", "o9", 500, None),  # never answered at all: stays itself
+    ])
+    s = queries.series(db, queries.range_filters("7d"), "7d")
+    assert set(s.cost) == {"gpt-4o-2024-08-06", "o9"}
+    assert s.cost["gpt-4o-2024-08-06"][day] == pytest.approx(0.03)
+    assert (s.calls[day], s.errors[day]) == (4, 2)
+    assert (s.p50[day], s.p95[day]) == (200.0, 400.0)
+    assert day in s.buckets and len(s.buckets) == 8
+
+
+def test_charts_use_round_ticks_and_dollars():
+    from helicone_addon.ui import chart
+
+    assert chart.nice_scale(0.0019) == (0.002, 0.0005, 4)
+    assert chart.nice_scale(3, integer=True)[1] == 1.0
+    assert chart.nice_scale(4606)[:2] == (6000.0, 2000.0)
+    svg = chart.stacked_bars(["2025-05-01", "2025-05-02"], {"m": {"2025-05-01": 0.0019, "2025-05-02": 0.0004}},
+                             {"m": "#000"}, chart.fmt_usd)
+    ticks = re.findall(r'class="tick"[^>]*>([^<]+)<', svg)
+    assert ticks == ["$0", "$0.0005", "$0.0010", "$0.0015", "$0.0020", "May 1", "May 2"]
+    assert svg.count('class="seg"') == 2 and "e-0" not in svg
+    line = chart.lines(["2025-05-01", "2025-05-02"], {"p50": {"2025-05-01": 1500.0, "2025-05-02": None}},
+                       {"p50": "#000"}, chart.fmt_ms)
+    assert re.findall(r'class="tick"[^>]*>([^<]+)<', line)[:4] == ["0", "500 ms", "1 s", "1.5 s"]
+    assert line.count("<circle") == 1
+
+
+def test_every_page_answers_on_an_empty_log(tmp_path):
+    import sqlite_utils
+    from starlette.testclient import TestClient
+
+    from helicone_addon.store import migrations
+    from helicone_addon.ui import create_app
+
+    db = sqlite_utils.Database(tmp_path / "empty.db")
+    migrations.migrate(db)
+    db.close()
+    with TestClient(create_app(tmp_path / "empty.db")) as client:
+        for range_key in ("24h", "7d", "30d", "all"):
+            r = client.get("/", params={"range": range_key})
+            assert r.status_code == 200 and "No calls in this range." in r.text
+        assert "No calls match." in client.get("/requests", params={"q": "anything", "model": "x"}).text
+        assert "No sessions" in client.get("/sessions").text
+        assert client.get("/", params={"range": "1y"}).status_code == 400
+        assert client.get("/requests", params={"page": "zero"}).status_code == 400
+        assert client.get("/requests", params={"prop": "novalue"}).status_code == 400

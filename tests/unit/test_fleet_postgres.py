@@ -18,6 +18,7 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
+from helicone_addon import render  # noqa: E402
 from helicone_addon.columns import COLUMNS, NAMES  # noqa: E402
 from helicone_addon.fleet import pg_schema  # noqa: E402
 from helicone_addon.fleet.postgres import Shipper  # noqa: E402
@@ -54,6 +55,8 @@ def make_row(rng: random.Random, i: int, replica: str) -> tuple[dict, list[dict]
         "request_body": json.dumps({"messages": [{"role": "user", "content": f"question {i} from {replica}"}]}),
         "response_body": json.dumps({"choices": [{"message": {"content": f"answer {i}"}}]}),
     }
+    # the searchable text columns, as the proxy's build_row fills them
+    row["prompt_text"], row["response_text"] = render.texts("openai-chat", row["request_body"], row["response_body"])
     return row, [{"request_id": rid, "key": k, "value": v} for k, v in props.items()]
 
 

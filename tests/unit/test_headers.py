@@ -20,7 +20,7 @@ def test_properties_user_session_request_id():
         ("Helicone-Session-Name", "Trip"),
         ("Helicone-Request-Id", rid.upper()),
         ("Helicone-Omit-Request", "true"),
-        ("Helicone-Omit-Response", "True"),  # exact "true" only, as Helicone
+        ("Helicone-Omit-Response", "False"),
     ])
     assert o.properties == {"feature": "search", "env": "prod"}
     assert (o.user_id, o.session_id, o.session_path, o.session_name) == ("u1", "s1", "/a/b", "Trip")
@@ -83,6 +83,56 @@ def test_cache_options():
     assert e.value.header == "cache-control"
 
 
+BOOLEANS = {  # header -> how to read it back from CallOptions
+    "Helicone-Cache-Enabled": lambda o: (o.cache.read, o.cache.write),
+    "Helicone-Cache-Read": lambda o: o.cache.read,
+    "Helicone-Cache-Save": lambda o: o.cache.write,
+    "Helicone-Retry-Enabled": lambda o: o.retry is not None,
+    "Helicone-Omit-Request": lambda o: o.omit_request,
+    "Helicone-Omit-Response": lambda o: o.omit_response,
+    "Helicone-Stream-Usage": lambda o: o.stream_usage,
+}
+
+
+@pytest.mark.parametrize("name", list(BOOLEANS))
+@pytest.mark.parametrize("value,expected", [("true", True), ("TRUE", True), ("True", True), (" tRuE ", True),
+                                            ("false", False), ("FALSE", False), ("False", False), (" false", False)])
+def test_boolean_headers_accept_true_false_any_case(name, value, expected):
+    got = BOOLEANS[name](parse([(name, value)]))
+    want = (expected, expected) if name == "Helicone-Cache-Enabled" else expected
+    assert got == want
+    assert BOOLEANS[name](parse([(name.lower(), value)])) == want  # header names are case-insensitive too
+
+
+@pytest.mark.parametrize("name", list(BOOLEANS))
+@pytest.mark.parametrize("value", ["yes", "1", "on", "", "no", "0", "truee", "t", "true,false"])
+def test_boolean_headers_reject_anything_else_in_strict_mode(name, value):
+    with pytest.raises(HeaderError) as e:
+        parse([(name, value)])
+    body = e.value.body()["error"]
+    assert body["type"] == "invalid_helicone_header" and body["header"] == name
+    assert "accepted: true or false" in body["message"] and repr(value) in body["message"]
+
+
+@pytest.mark.parametrize("name", list(BOOLEANS))
+def test_boolean_headers_are_ignored_with_a_warning_in_lenient_mode(name):
+    o = parse([(name, "yes"), ("Helicone-Omit-Request", "true") if name != "Helicone-Omit-Request"
+               else ("Helicone-Stream-Usage", "true")], strict=False)
+    off = (False, False) if name == "Helicone-Cache-Enabled" else False
+    assert BOOLEANS[name](o) == off
+    assert len(o.warnings) == 1 and name in o.warnings[0] and "true or false" in o.warnings[0]
+    # the neighbouring, well-formed boolean still counts
+    assert o.omit_request if name != "Helicone-Omit-Request" else o.stream_usage
+
+
+def test_bad_cache_enabled_is_an_error_even_with_cache_read_true():
+    with pytest.raises(HeaderError) as e:
+        parse([("Helicone-Cache-Enabled", "yes"), ("Helicone-Cache-Read", "true")])
+    assert e.value.header == "helicone-cache-enabled"
+    o = parse([("Helicone-Cache-Enabled", "yes"), ("Helicone-Cache-Read", "true")], strict=False)
+    assert o.cache.read and not o.cache.write and len(o.warnings) == 1
+
+
 def test_fallbacks_parse():
     value = json.dumps([{"target-url": "https://a.example", "headers": {"Authorization": "Bearer k"}, "onCodes": [429, {"from": 500, "to": 599}]},
                         {"target-url": "https://b.example", "headers": {}, "onCodes": []}])
@@ -95,7 +145,8 @@ def test_fallbacks_parse():
     "Helicone-Cache-Enabled", "Helicone-Cache-Bucket-Max-Size", "Cache-Control", "Helicone-Cache-Ignore-Keys",
     "Helicone-RateLimit-Policy", "Helicone-Retry-Enabled", "Helicone-Retry-Num", "Helicone-Retry-Factor",
     "Helicone-Retry-Min-Timeout", "Helicone-Retry-Max-Timeout", "Helicone-Fallbacks", "Helicone-Target-Url",
-    "Helicone-Request-Id", "Helicone-Property-X", "Helicone-User-Id"]), st.text(max_size=40)), max_size=6),
+    "Helicone-Request-Id", "Helicone-Property-X", "Helicone-User-Id", "Helicone-Omit-Request", "Helicone-Omit-Response",
+    "Helicone-Cache-Read", "Helicone-Cache-Save", "Helicone-Stream-Usage"]), st.text(max_size=40)), max_size=6),
     st.booleans())
 def test_parse_never_raises_anything_but_header_error(pairs, strict):
     try:

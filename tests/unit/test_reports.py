@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlite_utils
 
-from helicone_addon import cli_reports, reports
+from helicone_addon import cli_reports, render, reports
 from helicone_addon.reports import Filters, ReportError
 from helicone_addon.store import migrations
 
@@ -75,6 +75,10 @@ def _row(i: int, **kw) -> dict:
         "response_body": _openai_resp(f"answer number {i}"),
     }
     row.update(kw)
+    # the searchable text columns, as the proxy's build_row fills them (render.texts)
+    texts = render.texts(row["api"], row["request_body"], row["response_body"], status=row["status"])
+    row.setdefault("prompt_text", texts[0])
+    row.setdefault("response_text", texts[1])
     return row
 
 
@@ -408,7 +412,7 @@ def test_logs_full_text_search(log):
     # triggers keep the index in sync with inserts, updates and deletes
     log["requests"].insert(_row(10_000, created_at="2025-06-01T00:00:00.000Z", response_body=_openai_resp("a zebra")))
     assert [r["id"] for r in reports.logs(log, limit=0, query="zebra")] == [str(uuid.UUID(int=10_001))]
-    log["requests"].update(str(uuid.UUID(int=10_001)), {"response_body": _openai_resp("a giraffe")})
+    log["requests"].update(str(uuid.UUID(int=10_001)), {"response_body": _openai_resp("a giraffe"), "response_text": "a giraffe"})
     assert reports.logs(log, limit=0, query="zebra") == []
     assert len(reports.logs(log, limit=0, query="giraffe")) == 1
     # the store writes with INSERT OR REPLACE: sqlite-utils turns recursive_triggers on, so the

@@ -6,11 +6,11 @@ import gzip
 import json
 import random
 import zlib
-from pathlib import Path
 
 import brotli
 import pytest
 import zstandard
+from corpus import CASES_DIR as CORPUS_CASES  # tests/data/corpus/cases (tests/ is on sys.path, see conftest.py)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -379,9 +379,8 @@ def test_stream_parser_with_content_encoding():
 
 # -- fuzz: never raise ---------------------------------------------------------------------------
 
-CORPUS_CASES = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "cases"
-_BODIES = sorted(CORPUS_CASES.glob("*/response.body")) if CORPUS_CASES.is_dir() else []
-_SAMPLE_BODIES = [p.read_bytes() for p in _BODIES[::3]] or [sse({"model": "m", "choices": []})]
+_BODIES = sorted(CORPUS_CASES.glob("*/response.body"))
+_SAMPLE_BODIES = [p.read_bytes() for p in _BODIES[::3]]
 _CTS = st.sampled_from([None, SSE, "application/json", "text/plain", "", "text/event-stream; charset=utf-8"])
 _STATUS = st.sampled_from([None, 200, 204, 400, 429, 500])
 

@@ -1,4 +1,4 @@
-"""Every recorded provider payload of the shared corpus, through the parsing core.
+"""Every recorded provider payload of the corpus (tests/data/corpus), through the parsing core.
 
 The normalised numbers are derived here, independently of helicone_addon.usage, from the
 provider-reported numbers in each case's expected.json:
@@ -19,11 +19,8 @@ import random
 
 import pytest
 
-from corpus import CASES, CASES_DIR, api_of, expected_normalised, load, request_bytes
+from corpus import CASES, api_of, expected_normalised, load, request_bytes
 from helicone_addon.usage import StreamParser, decode_body, parse_request, parse_response
-
-if not CASES_DIR.is_dir():
-    pytest.skip(f"corpus not found at {CASES_DIR}", allow_module_level=True)
 
 _load, _api, _request_bytes = load, api_of, request_bytes
 
