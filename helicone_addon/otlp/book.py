@@ -48,6 +48,15 @@ def request_id(trace_id: str, span_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{trace_id}:{span_id}"))
 
 
+def _own_id(s: SpanView) -> str | None:
+    """The request id a span carries (our exporter's `helicone.request_id`), when it is a UUID."""
+    rid = s.attrs.get("helicone.request_id")
+    try:
+        return str(uuid.UUID(str(rid))) if rid else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class _Node:
     parent: str | None
@@ -208,7 +217,7 @@ class TraceBook:
             twin.events += events
             e = twin
         else:
-            e = _Entry(request_id(*s.key), call, [where], events)
+            e = _Entry(_own_id(s) or request_id(*s.key), call, [where], events)
             key = (call.provider, call.request_model or call.response_model)
             self._twins.setdefault(key, deque(maxlen=1000)).append(e)
         e.seen = now

@@ -27,6 +27,12 @@ from .. import providers
 from .decode import EventView, SpanView
 
 ASSOC_PREFIX = "traceloop.association.properties."
+# what our own span exporter (helicone_addon/exporters) writes: a proxy's spans logged by another one
+HELICONE_PROPERTY = "helicone.property."
+HELICONE_ATTRS = {
+    "helicone.user_id": "user_id", "helicone.session.id": "Helicone-Session-Id",
+    "helicone.session.path": "Helicone-Session-Path", "helicone.session.name": "Helicone-Session-Name",
+}  # fmt: skip
 LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "completion", "embeddings", "responses"})
 NOT_LLM_OPERATIONS = frozenset({"invoke_agent", "create_agent", "execute_tool", "invoke_workflow"})
 STRUCTURE_KINDS = frozenset({"workflow", "task", "agent", "tool"})  # traceloop.span.kind of non-LLM spans
@@ -360,7 +366,7 @@ def call_of(span: SpanView, events: Iterable[EventView] = ()) -> Call:
         c.first_chunk_at = min(chunks)
     elif isinstance(first_token, (int, float)) and not isinstance(first_token, bool) and first_token >= 0:
         c.first_chunk_at = span.start + float(first_token)
-    c.streamed = bool(_first(a, "llm.is_streaming", "gen_ai.request.stream")) or bool(chunks)
+    c.streamed = bool(_first(a, "llm.is_streaming", "gen_ai.is_streaming", "gen_ai.request.stream")) or bool(chunks)
     http_status = _int(_first(a, "http.response.status_code", "http.status_code"))
     if span.error:
         c.error = span.status_message or str(_first(a, "error.type") or "error")
@@ -369,6 +375,11 @@ def call_of(span: SpanView, events: Iterable[EventView] = ()) -> Call:
     else:
         c.status = http_status or 200
     c.assoc = {k[len(ASSOC_PREFIX) :]: str(v) for k, v in a.items() if k.startswith(ASSOC_PREFIX) and v is not None}
+    for k, v in a.items():
+        if k.startswith(HELICONE_PROPERTY) and v is not None:
+            c.assoc.setdefault(k[len(HELICONE_PROPERTY) :], str(v))
+        elif k in HELICONE_ATTRS and v is not None:
+            c.assoc.setdefault(HELICONE_ATTRS[k], str(v))
     return c
 
 

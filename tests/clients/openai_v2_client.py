@@ -15,12 +15,11 @@ import sys
 os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
 
 import openai  # noqa: E402
-from opentelemetry import _events, _logs, trace  # noqa: E402
+from opentelemetry import _logs, trace  # noqa: E402
 from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: E402
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # noqa: E402
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: E402
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor  # noqa: E402
-from opentelemetry.sdk._events import EventLoggerProvider  # noqa: E402
 from opentelemetry.sdk._logs import LoggerProvider  # noqa: E402
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -34,7 +33,13 @@ trace.set_tracer_provider(tracer_provider)
 logger_provider = LoggerProvider()
 logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
 _logs.set_logger_provider(logger_provider)
-_events.set_event_logger_provider(EventLoggerProvider(logger_provider))
+try:  # instrumentation versions that emit through the (older) Events API
+    from opentelemetry import _events
+    from opentelemetry.sdk._events import EventLoggerProvider
+
+    _events.set_event_logger_provider(EventLoggerProvider(logger_provider))
+except ImportError:
+    pass
 OpenAIInstrumentor().instrument()
 
 client = openai.OpenAI(base_url=upstream + "/v1", api_key="sk-test-otlp-openai-key", max_retries=0)

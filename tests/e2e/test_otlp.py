@@ -4,6 +4,9 @@ the official exporters; and Helicone's manual loggers (Python helicone-helpers, 
 
 Each client runs in its own process (tests/clients/): OpenTelemetry's global state is process-wide.
 The SDKs call the fake upstream directly, not through the proxy: only the traces reach us.
+helicone-async pins traceloop-sdk <0.34 (and with it an opentelemetry older than ours): it runs from a
+venv of its own, installed as its users install it (`pip install helicone-async openai anthropic`),
+kept between runs in the user's cache directory.
 """
 
 from __future__ import annotations
@@ -50,8 +53,35 @@ def api(fake, tmp_path_factory):
     p.stop()
 
 
-def run_client(script: str, *args: str, env: dict | None = None, timeout: float = 90) -> dict:
-    cmd = [sys.executable, str(CLIENTS / script), *args]
+CLIENT_VENV_PACKAGES = ["helicone-async>=1.1", "openai", "anthropic"]
+
+
+@pytest.fixture(scope="session")
+def helicone_async_python() -> str:
+    """The Python of a venv holding helicone-async and its own pins (made once, then reused)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "helicone-addon-tests"
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}-" + "-".join(p.split(">")[0] for p in CLIENT_VENV_PACKAGES)
+    venv = cache / f"venv-{tag}"
+    python = venv / "bin" / "python"
+    if (venv / "ready").exists() and python.exists():
+        return str(python)
+    shutil.rmtree(venv, ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *CLIENT_VENV_PACKAGES],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+    except (subprocess.SubprocessError, OSError) as e:
+        done = subprocess.CompletedProcess([], 1, "", str(e))
+    if done.returncode != 0:
+        reason = f"could not install {' '.join(CLIENT_VENV_PACKAGES)} into {venv}: {(done.stderr or '')[-400:]}"
+        print("SKIP reason:", reason)
+        pytest.skip(reason)
+    (venv / "ready").write_text("\n".join(CLIENT_VENV_PACKAGES))
+    return str(python)
+
+
+def run_client(script: str, *args: str, env: dict | None = None, timeout: float = 90, python: str = sys.executable) -> dict:
+    cmd = [python, str(CLIENTS / script), *args]
     env = {**os.environ, "TRACELOOP_TELEMETRY": "false", **(env or {})}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
@@ -69,9 +99,11 @@ def run_rows(api, m: str, n: int, extra: str = "", timeout: float = 20) -> list[
 # -- helicone-async --------------------------------------------------------------------------------
 
 
-def test_helicone_async_logger_logs_openai_json_stream_and_anthropic(api, fake):
+@pytest.mark.timeout(900)  # the first run installs the client's venv
+def test_helicone_async_logger_logs_openai_json_stream_and_anthropic(api, fake, helicone_async_python):
     m = marker()
-    got = run_client("helicone_async_client.py", f"{api.api_url}/v1/trace/log-python", api.token, fake.url, m)
+    got = run_client("helicone_async_client.py", f"{api.api_url}/v1/trace/log-python", api.token, fake.url, m,
+                     python=helicone_async_python)  # fmt: skip
     assert got == {"json": FAKE_TEXT, "stream": FAKE_TEXT, "anthropic": FAKE_TEXT}
     # the anthropic SDK traces itself too: its span and OpenLLMetry's are one call, merged into one row
     # (content from OpenLLMetry's span, the response id from the SDK's)
@@ -109,9 +141,11 @@ def test_helicone_async_logger_logs_openai_json_stream_and_anthropic(api, fake):
     assert body["system"] == "You are terse." and body["messages"] == [{"role": "user", "content": f"{m} anthropic"}]
 
 
-def test_helicone_async_logger_without_content(api, fake):
+@pytest.mark.timeout(900)
+def test_helicone_async_logger_without_content(api, fake, helicone_async_python):
     m = marker()
-    run_client("helicone_async_client.py", f"{api.api_url}/v1/trace/log-python", api.token, fake.url, m, "--no-content")
+    run_client("helicone_async_client.py", f"{api.api_url}/v1/trace/log-python", api.token, fake.url, m, "--no-content",
+               python=helicone_async_python)  # fmt: skip
     rows = run_rows(api, m, 3)
     for r in rows:
         assert m not in (r["request_body"] or "") and FAKE_TEXT not in (r["response_body"] or "")

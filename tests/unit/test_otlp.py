@@ -267,6 +267,21 @@ def test_helicone_session_headers_in_the_association_properties_win():
     assert json.loads(r["properties"]) == {"tier": "gold"}
 
 
+def test_spans_of_our_own_exporter_keep_their_request_id_user_session_and_properties():
+    t = Tracer()
+    t.span("chat gpt-4o-mini", {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 2,
+        "helicone.request_id": "0b9d5e2c-6c5e-4f3a-9b1e-2f4d6a8c0e11", "helicone.user_id": "bob",
+        "helicone.session.id": "s-1", "helicone.session.path": "/plan/search", "helicone.session.name": "Trip",
+        "helicone.property.feature": "search",
+    }, scope="helicone_addon")  # fmt: skip
+    (r,) = rows(otlp.TraceBook().add_spans(views(t.take())))
+    assert (r["id"], r["user_id"]) == ("0b9d5e2c-6c5e-4f3a-9b1e-2f4d6a8c0e11", "bob")
+    assert (r["session_id"], r["session_path"], r["session_name"]) == ("s-1", "/plan/search", "Trip")
+    assert json.loads(r["properties"]) == {"feature": "search"}
+
+
 def test_a_span_sent_again_is_not_logged_again_until_forgotten():
     now = [0.0]
     book = otlp.TraceBook(ttl=60, clock=lambda: now[0])
