@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -53,15 +54,22 @@ def api(fake, tmp_path_factory):
     p.stop()
 
 
-CLIENT_VENV_PACKAGES = ["helicone-async>=1.1", "openai", "anthropic"]
+# helicone-async as `pip install helicone-async` resolves it; the versions its pins come to are named so
+# that pip does not spend minutes backtracking through every newer opentelemetry release to find them
+CLIENT_VENV_PACKAGES = [
+    "helicone-async>=1.1", "openai", "anthropic", "traceloop-sdk==0.33.12", "opentelemetry-api==1.28.2",
+    "opentelemetry-sdk==1.28.2", "opentelemetry-exporter-otlp-proto-http==1.28.2",
+    "opentelemetry-exporter-otlp-proto-grpc==1.28.2", "opentelemetry-instrumentation==0.49b2",
+    "opentelemetry-semantic-conventions==0.49b2",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def helicone_async_python() -> str:
     """The Python of a venv holding helicone-async and its own pins (made once, then reused)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "helicone-addon-tests"
-    tag = f"py{sys.version_info.major}{sys.version_info.minor}-" + "-".join(p.split(">")[0] for p in CLIENT_VENV_PACKAGES)
-    venv = cache / f"venv-{tag}"
+    tag = hashlib.sha256("\n".join([sys.version, *CLIENT_VENV_PACKAGES]).encode()).hexdigest()[:12]
+    venv = cache / f"venv-helicone-async-{tag}"
     python = venv / "bin" / "python"
     if (venv / "ready").exists() and python.exists():
         return str(python)

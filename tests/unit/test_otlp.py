@@ -8,11 +8,10 @@ import json
 
 import pytest
 from google.protobuf.json_format import MessageToDict
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry._logs import SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider, LogRecord
-from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -330,16 +329,29 @@ def test_two_instrumentations_of_one_call_are_one_row():
     assert len({r["id"] for r in rows(book.add_spans(views(t.take())))}) == 2
 
 
-def _log_body(t: Tracer, span, events: list[tuple[str, dict]]) -> bytes:
-    out = InMemoryLogExporter()
-    lp = LoggerProvider()
-    lp.add_log_record_processor(SimpleLogRecordProcessor(out))
-    logger = lp.get_logger("opentelemetry.instrumentation.openai_v2")
+def _log_body(span, events: list[tuple[str, dict]]) -> bytes:
+    """An OTLP logs export of GenAI events tied to `span`, as openai-v2 sends them (event name in the
+    `event.name` attribute, the message in the body)."""
     ctx = span.get_span_context()
-    for name, body in events:
-        logger.emit(LogRecord(timestamp=T0, trace_id=ctx.trace_id, span_id=ctx.span_id, trace_flags=ctx.trace_flags,
-                              severity_number=SeverityNumber.INFO, body=body, attributes={"event.name": name, "gen_ai.system": "openai"}))  # fmt: skip
-    return encode_logs(out.get_finished_logs()).SerializeToString()
+    records = [
+        logs_pb2.LogRecord(
+            time_unix_nano=T0, severity_number=logs_pb2.SEVERITY_NUMBER_INFO, trace_id=ctx.trace_id.to_bytes(16, "big"),
+            span_id=ctx.span_id.to_bytes(8, "big"), body=_any(body),
+            attributes=[common_pb2.KeyValue(key="event.name", value=_any(name)),
+                        common_pb2.KeyValue(key="gen_ai.system", value=_any("openai"))],
+        )
+        for name, body in events
+    ]  # fmt: skip
+    scope = logs_pb2.ScopeLogs(scope=common_pb2.InstrumentationScope(name="opentelemetry.instrumentation.openai_v2"), log_records=records)
+    return ExportLogsServiceRequest(resource_logs=[logs_pb2.ResourceLogs(scope_logs=[scope])]).SerializeToString()
+
+
+def _any(v) -> common_pb2.AnyValue:
+    if isinstance(v, dict):
+        return common_pb2.AnyValue(kvlist_value=common_pb2.KeyValueList(values=[common_pb2.KeyValue(key=k, value=_any(x)) for k, x in v.items()]))
+    if isinstance(v, int):
+        return common_pb2.AnyValue(int_value=v)
+    return common_pb2.AnyValue(string_value=str(v))
 
 
 @pytest.mark.parametrize("events_first", [False, True])
@@ -347,7 +359,7 @@ def test_log_events_bring_the_content_whichever_comes_first(events_first):
     t = Tracer()
     s = t.span("chat gpt-4o-mini", {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
                                     "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 6})  # fmt: skip
-    logs = _log_body(t, s, [
+    logs = _log_body(s, [
         ("gen_ai.system.message", {"content": "be brief"}), ("gen_ai.user.message", {"content": "hi"}),
         ("gen_ai.choice", {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hello"}}),
     ])  # fmt: skip
