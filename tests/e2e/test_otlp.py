@@ -4,9 +4,9 @@ the official exporters; and Helicone's manual loggers (Python helicone-helpers, 
 
 Each client runs in its own process (tests/clients/): OpenTelemetry's global state is process-wide.
 The SDKs call the fake upstream directly, not through the proxy: only the traces reach us.
-helicone-async pins traceloop-sdk <0.34 (and with it an opentelemetry older than ours): it runs from a
-venv of its own, installed as its users install it (`pip install helicone-async openai anthropic`),
-kept between runs in the user's cache directory.
+helicone-async pins traceloop-sdk <0.34 (and with it an opentelemetry older than ours): it and
+traceloop-sdk run from a venv of their own, installed as users install them (`pip install helicone-async
+openai anthropic`, which brings traceloop-sdk), kept between runs in the user's cache directory.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ CLIENT_VENV_PACKAGES = [
 
 
 @pytest.fixture(scope="session")
-def helicone_async_python() -> str:
+def client_venv_python() -> str:
     """The Python of a venv holding helicone-async and its own pins (made once, then reused)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "helicone-addon-tests"
     tag = hashlib.sha256("\n".join([sys.version, *CLIENT_VENV_PACKAGES]).encode()).hexdigest()[:12]
@@ -108,10 +108,10 @@ def run_rows(api, m: str, n: int, extra: str = "", timeout: float = 20) -> list[
 
 
 @pytest.mark.timeout(900)  # the first run installs the client's venv
-def test_helicone_async_logger_logs_openai_json_stream_and_anthropic(api, fake, helicone_async_python):
+def test_helicone_async_logger_logs_openai_json_stream_and_anthropic(api, fake, client_venv_python):
     m = marker()
     got = run_client("helicone_async_client.py", f"{api.api_url}/v1/trace/log-python", api.token, fake.url, m,
-                     python=helicone_async_python)  # fmt: skip
+                     python=client_venv_python)  # fmt: skip
     assert got == {"json": FAKE_TEXT, "stream": FAKE_TEXT, "anthropic": FAKE_TEXT}
     # the anthropic SDK traces itself too: its span and OpenLLMetry's are one call, merged into one row
     # (content from OpenLLMetry's span, the response id from the SDK's)
@@ -150,10 +150,10 @@ def test_helicone_async_logger_logs_openai_json_stream_and_anthropic(api, fake, 
 
 
 @pytest.mark.timeout(900)
-def test_helicone_async_logger_without_content(api, fake, helicone_async_python):
+def test_helicone_async_logger_without_content(api, fake, client_venv_python):
     m = marker()
     run_client("helicone_async_client.py", f"{api.api_url}/v1/trace/log-python", api.token, fake.url, m, "--no-content",
-               python=helicone_async_python)  # fmt: skip
+               python=client_venv_python)  # fmt: skip
     rows = run_rows(api, m, 3)
     for r in rows:
         assert m not in (r["request_body"] or "") and FAKE_TEXT not in (r["response_body"] or "")
@@ -165,9 +165,10 @@ def test_helicone_async_logger_without_content(api, fake, helicone_async_python)
 # -- traceloop-sdk: a workflow is a session ------------------------------------------------------------
 
 
-def test_traceloop_workflow_is_a_session_tree(api, fake):
+@pytest.mark.timeout(900)  # the first run installs the client's venv
+def test_traceloop_workflow_is_a_session_tree(api, fake, client_venv_python):
     m = marker()
-    run_client("traceloop_client.py", api.api_url, api.token, fake.url, m)
+    run_client("traceloop_client.py", api.api_url, api.token, fake.url, m, python=client_venv_python)
     rows = run_rows(api, m, 3)
     assert len(rows) == 3
     sids = {r["session_id"] for r in rows}
