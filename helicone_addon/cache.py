@@ -125,17 +125,22 @@ def _normalised_body(body: bytes, ignore_keys: tuple[str, ...]) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _key_entries(url_secrets: Iterable[str], headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+def _key_entries(
+    url_secrets: Iterable[str], headers: Iterable[tuple[str, str]], credentials: bool = True
+) -> list[list[str]]:
     combined: dict[str, str] = {}
     for name, value in headers:
         lname = name.lower()
+        if lname in _HASHED_HEADERS and not credentials:
+            continue
         if lname.startswith("helicone-cache") or lname in _HASHED_HEADERS:
             # duplicate header lines are combined like Fetch `Headers` does
             combined[lname] = combined[lname] + ", " + value if lname in combined else value
     entries = [
         [n, _hashed(v) if n in _HASHED_HEADERS else v] for n, v in combined.items()
     ]
-    entries.extend([_URL_KEY_ENTRY, _hashed(s)] for s in url_secrets)
+    if credentials:
+        entries.extend([_URL_KEY_ENTRY, _hashed(s)] for s in url_secrets)
     entries.sort(key=lambda e: e[0])  # stable: several ?key= keep their order
     return entries
 
@@ -147,10 +152,11 @@ def _key_material(
     body: bytes,
     headers: Iterable[tuple[str, str]],
     ignore_keys: tuple[str, ...] = (),
+    credentials: bool = True,
 ) -> bytes:
     """The exact bytes hashed by :func:`cache_key` (exposed for tests and debugging)."""
     clean_url, url_secrets = _split_url_credentials(url)
-    entries = _key_entries(url_secrets, headers)
+    entries = _key_entries(url_secrets, headers, credentials)
     enc = "utf-8"
     return b"".join(
         (
@@ -171,14 +177,21 @@ def cache_key(
     body: bytes,
     headers: list[tuple[str, str]],
     ignore_keys: tuple[str, ...] = (),
+    credentials: bool = True,
 ) -> str:
     """Base cache key (hex sha256) of a request. Pass ALL request headers; the recipe picks.
 
     `url` is the incoming URL as the proxy saw it (after removing any path-embedded Helicone
-    key). Bucket slots are derived with :func:`slot_key`.
+    key). Bucket slots are derived with :func:`slot_key`. With ``credentials=False`` the
+    provider credential and ``helicone-auth`` stay out of the key entirely (URL ``key=`` values
+    are still removed from the URL): two callers with different keys get the same key. The
+    replay matcher (helicone_addon/replay.py) uses this; the response cache never does.
     """
     return hashlib.sha256(
-        _key_material(seed=seed, url=url, body=body, headers=headers, ignore_keys=ignore_keys)
+        _key_material(
+            seed=seed, url=url, body=body, headers=headers, ignore_keys=ignore_keys,
+            credentials=credentials,
+        )
     ).hexdigest()
 
 

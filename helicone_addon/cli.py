@@ -52,6 +52,8 @@ def run_web(args: list[str]) -> int:
     # mitmweb shows bodies: keep streamed (SSE) bodies on the flow so the LLM view can render them
     if not any("store_streamed_bodies" in a for a in args):
         args = ["--set", "store_streamed_bodies=true", *args]
+    if not any("web_columns" in a for a in args):  # the comment (model, tokens, cost, user) in the list
+        args = [*(a for c in ("path", "status", "time", "comment") for a in ("--set", f"web_columns={c}")), *args]
     mitm_main.run(HeliconeWebMaster, cmdline.mitmweb, _with_defaults(args))
     return 0
 
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     from helicone_addon import cli_reports
 
     cli_reports.register(sub)
+    from helicone_addon.export import cli as export_cli
+
+    export_cli.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

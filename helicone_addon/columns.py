@@ -69,6 +69,14 @@ COLUMNS: tuple[Column, ...] = (
            since=7, in_logs=False),
     Column("response_text", str, "the answer as text, a stream joined; the error when there is none (full-text searched)",
            since=7, in_logs=False),
+    Column(
+        "stream_offsets", str,
+        "arrival of a streamed response: JSON list of [ms since the request, bytes of the decoded "
+        "body received by then], one pair per network chunk",
+        since=8, in_logs=False,
+    ),
+    Column("replayed_from", str, "when answered from a recording (replay mode): id of the recorded call", since=8),
+    Column("rerun_of", str, "when sent by `helicone-addon rerun` (Helicone-Rerun-Of): id of the original call", since=8),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}

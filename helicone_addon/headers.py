@@ -44,6 +44,7 @@ H_OPENAI_API_BASE = "helicone-openai-api-base"
 H_TARGET_PROVIDER = "helicone-target-provider"
 H_MODEL_OVERRIDE = "helicone-model-override"
 H_STREAM_USAGE = "helicone-stream-usage"
+H_RERUN_OF = "helicone-rerun-of"  # set by `helicone-addon rerun`: id of the call re-sent (-> rerun_of)
 
 # response headers
 R_ID = "Helicone-Id"

@@ -17,9 +17,8 @@ from typing import Any
 
 from . import pricing, render, usage
 from .columns import USAGE_COLUMNS
-from .headers import CallOptions
+from .headers import H_RERUN_OF, CallOptions
 from .redact import redact_headers, redact_url
-from .render import comment  # noqa: F401 - moved to render.py; this alias goes when callers switch
 from .usage.types import ParsedResponse, RequestInfo
 
 logger = logging.getLogger(__name__)
@@ -63,6 +62,7 @@ class CallState:
     # decisions
     cache_hit: bool = False
     cache_reference_id: str | None = None  # on a hit: the call that filled the cache
+    replayed_from: str | None = None  # replay mode: id of the recording that answered (-> replayed_from)
     rate_limited: bool = False
     retries: int = 0
     attempts: list[int | None] = field(default_factory=list)
@@ -186,6 +186,9 @@ def build_row(
         "request_body": None if omit_req else _text(state.request_body),
         "response_headers": json.dumps(redact_headers(state.response_headers)),
         "response_body": None if omit_resp else _text(body),
+        "stream_offsets": _stream_offsets(state),
+        "replayed_from": state.replayed_from,
+        "rerun_of": _rerun_of(state.request_headers),
     }
     row["prompt_text"], row["response_text"] = render.texts(
         state.api, None if omit_req else state.request_body, None if omit_resp else body, status=state.status,
@@ -196,3 +199,26 @@ def build_row(
         row["total_tokens"] = u.prompt_tokens + u.completion_tokens
     prop_rows = [{"request_id": state.id, "key": k, "value": v} for k, v in props.items()]
     return row, prop_rows
+
+
+def _stream_offsets(state: CallState) -> str | None:
+    """Arrival of a stream's chunks as the `stream_offsets` column (see replay.encode_stream_offsets)."""
+    if not state.chunks or not state.chunk_offsets_ms or state.first_chunk_at is None:
+        return None
+    from .replay import encode_stream_offsets
+
+    try:
+        return encode_stream_offsets(
+            state.chunks, state.chunk_offsets_ms, state.content_encoding,
+            first_ms=(state.first_chunk_at - state.started_at) * 1000,
+        )
+    except Exception:  # timing is a bonus: never lose the row for it
+        logger.exception("stream offsets failed for %s", state.id)
+        return None
+
+
+def _rerun_of(request_headers: list[tuple[str, str]]) -> str | None:
+    for name, value in request_headers:
+        if name.lower() == H_RERUN_OF:
+            return value.strip()[:200] or None
+    return None

@@ -31,14 +31,14 @@ def make_addons() -> list:
     from helicone_addon.proxy.logwriter import HeliconeLog
     from helicone_addon.proxy.mitmweb import HeliconeMitmweb
     from helicone_addon.proxy.ratelimiting import HeliconeRateLimit
-    # from helicone_addon.proxy.replay import HeliconeReplay  (wired when the replay module lands)
+    from helicone_addon.proxy.replay import HeliconeReplay
     from helicone_addon.proxy.upstream import HeliconeUpstream
 
     return [
         HeliconeCalls(),
         HeliconeAuth(),
         HeliconeGateway(),
-        # HeliconeReplay(),  (wired when the replay module lands)
+        HeliconeReplay(),
         HeliconeCache(),
         HeliconeRateLimit(),
         HeliconeUpstream(),

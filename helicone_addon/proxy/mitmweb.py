@@ -7,7 +7,7 @@ from mitmproxy import contentviews, ctx, hooks, http
 
 from helicone_addon.contentview import llm_view
 from helicone_addon.proxy.flowrecord import META, FlowRecord
-from helicone_addon.record import comment
+from helicone_addon.render import comment
 
 
 class HeliconeMitmweb:
@@ -31,10 +31,11 @@ class HeliconeMitmweb:
         loop = self.loop
 
         def show(row: dict, props: list) -> None:  # writer thread -> the event loop
-            loop.call_soon_threadsafe(self._set_comment, flow, comment(row))
+            loop.call_soon_threadsafe(self._set_comment, flow, row)
 
         rec.on_row.append(show)
 
-    def _set_comment(self, flow: http.HTTPFlow, text: str) -> None:
-        flow.comment = text
+    def _set_comment(self, flow: http.HTTPFlow, row: dict) -> None:
+        flow.comment = comment(row)
+        flow.metadata["helicone_row"] = row  # the LLM view shows its cost
         ctx.master.addons.trigger(hooks.UpdateHook([flow]))

@@ -156,3 +156,13 @@ def m007_text_search(db: sqlite_utils.Database) -> None:
         updates = [(*render.texts(api, req, resp, status=status), rowid) for rowid, api, status, req, resp in rows]
         db.conn.executemany("UPDATE requests SET prompt_text = ?, response_text = ? WHERE rowid = ?", updates)
     table.enable_fts(["prompt_text", "response_text"], create_triggers=True, replace=True)
+
+
+@migration
+def m008_replay(db: sqlite_utils.Database) -> None:
+    """Record and replay: chunk arrival of streams, and the links of replayed and re-run calls."""
+    for name, typ in added_in(8).items():
+        if name not in db["requests"].columns_dict:  # a re-run after an interrupted first run
+            db["requests"].add_column(name, typ)
+    db["requests"].create_index(["replayed_from"], if_not_exists=True)
+    db["requests"].create_index(["rerun_of"], if_not_exists=True)

@@ -61,7 +61,7 @@ from helicone_addon import providers
 from helicone_addon.proxy import make_addons
 from helicone_addon.proxy.calls import SIGNED_PROVIDERS
 from helicone_addon.proxy.flowrecord import META
-from helicone_addon.record import comment
+from helicone_addon.render import comment
 
 
 class Chain:

@@ -10,7 +10,6 @@ import sqlite_utils
 from helicone_addon import render, reports
 from helicone_addon.headers import CallOptions
 from helicone_addon.record import CallState, build_row
-from helicone_addon.record import comment as record_comment
 from helicone_addon.render import Turn
 from helicone_addon.store import migrations
 from helicone_addon.usage._base import content_parts
@@ -186,7 +185,6 @@ def test_comment_leads_with_model_tokens_cost_and_user():
            "total_tokens": 18, "cost_usd": 0.0000054, "user_id": "alice", "cache_hit": 1}
     text = render.comment(row)
     assert text == "gpt-4o-mini · 12+6 tok · $0.0000054 · @alice · cache HIT · openai-compatible"
-    assert record_comment is render.comment  # the old name still works until callers switch
     failed = render.comment({"provider": "openai", "model": "gpt-4o", "status": 429, "error": "Rate limit\nreached",
                              "user_id": "bob", "usage_source": None})
     assert failed == "gpt-4o · HTTP 429 · @bob · error: Rate limit reached · openai"
