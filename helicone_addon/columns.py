@@ -23,7 +23,7 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("id", str, "Helicone-Id of the call (UUID)"),
     Column("created_at", str, "when the proxy received the request (ISO-8601, UTC)"),
-    Column("source", str, "how the call was logged: proxy, async (log API) or logger"),
+    Column("source", str, "how the call was logged: proxy, async (log API), logger or otlp (traces)"),
     Column("provider", str, "LLM provider (openai, anthropic, gemini, ...)"),
     Column("api", str, "wire format: openai-chat, openai-responses, anthropic-messages, gemini, ..."),
     Column("method", str, "HTTP method"),
@@ -42,7 +42,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("cached_tokens", int, "part of prompt_tokens read from the provider's prompt cache"),
     Column("cache_write_tokens", int, "part of prompt_tokens written to the provider's prompt cache"),
     Column("reasoning_tokens", int, "part of completion_tokens spent on reasoning/thinking"),
-    Column("usage_source", str, "provider (reported) or estimated (counted locally)"),
+    Column("usage_source", str, "provider (reported), client (reported by the client's tracing) or estimated (counted locally)"),
     Column("usage_raw", str, "the provider's own usage object(s), JSON", in_logs=False),
     Column("cost_usd", float, "cost in US dollars (0 on a proxy cache hit; empty when the price is unknown)"),
     Column("cost_note", str, "why cost_usd is empty, or which override priced it"),

@@ -9,6 +9,7 @@ guard.py (Host, Origin, token). Modules:
     guard.py    the Host / Origin / token checks in front of every route
     routes.py   /v1/request/... and /v1/feedback
     ingest.py   the async log routes (the payload format itself is asynclog.py)
+    otlp.py     OTLP/HTTP traces and GenAI log events (the decoding is helicone_addon/otlp)
     query.py    the query body (sort, paging) around the filter compiler (filters.py)
     records.py  rows -> HeliconeRequest records, derived from columns.py
     backend.py  the database and log writer the routes act on

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from .. import asynclog, security
-from . import ingest, routes
+from . import ingest, otlp, routes
 from .backend import Backend
 from .guard import Guard
 from .web import ENVELOPE, LOG, error_reply
@@ -118,7 +118,7 @@ class ApiServer:
 
     def app(self) -> Starlette:
         app = Starlette(
-            routes=[*routes.ROUTES, *ingest.ROUTES, *self.extra_routes],
+            routes=[*routes.ROUTES, *ingest.ROUTES, *otlp.ROUTES, *self.extra_routes],
             middleware=[Middleware(Guard, rules=self.rules, secrets=self.secrets)],
             exception_handlers={HTTPException: _http_error},
         )
