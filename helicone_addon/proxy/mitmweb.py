@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mitmproxy import contentviews, ctx, hooks, http
 
-from helicone_addon.contentview import llm_view
+from helicone_addon.proxy.contentview import llm_view
 from helicone_addon.proxy.flowrecord import META, FlowRecord
 from helicone_addon.render import comment
 

@@ -4,7 +4,7 @@ from mitmproxy import contentviews
 from mitmproxy.test import tflow
 
 from helicone_addon import render
-from helicone_addon.contentview import llm_view, render_request, render_response
+from helicone_addon.proxy.contentview import llm_view, render_request, render_response
 from helicone_addon.proxy.flowrecord import FlowRecord
 from helicone_addon.record import CallState
 
