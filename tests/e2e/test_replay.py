@@ -67,6 +67,28 @@ def test_only_mode_replays_recorded_calls_with_the_provider_gone(recorded, make_
         assert row["replayed_from"] == raw.headers["helicone-replay-id"] and row["status"] == 200
 
 
+def test_anthropic_json_and_stream_replay_with_another_key(make_proxy, tmp_path):
+    live = FakeUpstream().start()
+    data = tmp_path / "anthropic-data"
+    rec = make_proxy(data_dir=data, upstream=live.url)
+    kw = {"model": "claude-3-5-sonnet-latest", "max_tokens": 50}
+    recorded = {}
+    for stream in (False, True):
+        text = f"a-{uuid.uuid4().hex[:8]}"
+        raw = rec.anthropic("reverse", api_key="sk-ant-real-000").messages.with_raw_response.create(
+            messages=[{"role": "user", "content": text}], stream=stream, **kw)
+        recorded[text] = (stream, raw.http_response.read())
+    rec.wait_rows("SELECT id FROM requests", (), 2)
+    rec.stop()
+    live.stop()
+    p = make_proxy(["--set", "helicone_replay=only"], data_dir=data, upstream="http://127.0.0.1:9")
+    client = p.anthropic("reverse", api_key="sk-ant-dummy")
+    for text, (stream, body) in recorded.items():
+        raw = client.messages.with_raw_response.create(messages=[{"role": "user", "content": text}], stream=stream, **kw)
+        assert raw.headers["helicone-replay"] == "HIT"
+        assert raw.http_response.read() == body
+
+
 def test_only_mode_answers_an_unrecorded_call_at_once(recorded, make_proxy):
     data = recorded[0]
     p = make_proxy(["--set", "helicone_replay=only"], data_dir=data, upstream="http://127.0.0.1:9")
