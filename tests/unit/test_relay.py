@@ -14,9 +14,9 @@ from mitmproxy.test import tflow
 
 from helicone_addon import headers as hh
 from helicone_addon.record import CallState
-from helicone_addon.proxy.relay import (
+from helicone_addon.proxy.relay import Relay
+from helicone_addon.proxy.relayplan import (
     TOKEN_HEADER,
-    Relay,
     deep_merge,
     describe_failure,
     fallback_targets,
@@ -39,7 +39,7 @@ def test_deep_merge_overwrites_leaves_and_merges_objects():
 
 
 def test_fallback_targets_replace_headers_keep_path_and_merge_body():
-    from helicone_addon.proxy.relay import Job
+    from helicone_addon.proxy.relayplan import Job
 
     fbs = (
         hh.Fallback("https://a.example:8443/ignored", {"Authorization": "Bearer A", "Connection": "x"}, ((500, 599),)),
