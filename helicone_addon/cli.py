@@ -115,7 +115,7 @@ def print_help(cmd: str) -> None:
     print("\n".join(out), flush=True)
 
 
-def env_exports(confdir: str, proxy: str) -> str:
+def env_exports(confdir: str, proxy: str, data_dir: str | None = None) -> str:
     from helicone_addon import security
 
     ca = str(Path(confdir).expanduser() / "mitmproxy-ca-cert.pem")
@@ -126,7 +126,7 @@ def env_exports(confdir: str, proxy: str) -> str:
         f"export SSL_CERT_FILE={shlex.quote(ca)}",
         f"export REQUESTS_CA_BUNDLE={shlex.quote(ca)}",
         f"export NODE_EXTRA_CA_CERTS={shlex.quote(ca)}",
-        security.env_export(),  # the local API's token, as Helicone's SDKs read it
+        security.env_export(data_dir),  # the local API's token, as Helicone's SDKs read it
     ]
     if not Path(ca).exists():
         lines.insert(0, f"# note: {ca} does not exist yet; start the proxy once to create it")
@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p_env = sub.add_parser("env", help="print the shell exports an app needs to use the proxy")
     p_env.add_argument("--confdir", default=os.environ.get("MITMPROXY_CONFDIR", "~/.mitmproxy"))
     p_env.add_argument("--proxy", default="http://127.0.0.1:8080")
-    p_env.set_defaults(func=lambda a: print(env_exports(a.confdir, a.proxy)) or 0)
+    p_env.add_argument("--data-dir", default=None, help="the proxy's helicone_data_dir (default: ~/.helicone-addon)")
+    p_env.set_defaults(func=lambda a: print(env_exports(a.confdir, a.proxy, a.data_dir)) or 0)
     from helicone_addon import cli_reports
 
     cli_reports.register(sub)

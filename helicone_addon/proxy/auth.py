@@ -62,8 +62,16 @@ class HeliconeAuth:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "helicone_auth_keys" in updated:
-            self.keys = frozenset(k for k in (bearer_value(k) for k in ctx.options.helicone_auth_keys) if k)
+        if updated & {"helicone_auth_keys", "helicone_data_dir"}:
+            keys = {k for k in (bearer_value(k) for k in ctx.options.helicone_auth_keys) if k}
+            if keys:  # the data dir's API token (HELICONE_API_KEY of `helicone-addon env`) is the owner's too
+                from helicone_addon import security
+
+                try:
+                    keys.add(security.ensure_token(ctx.options.helicone_data_dir))
+                except OSError as e:  # an unwritable data dir: the configured keys still work
+                    logger.warning("helicone: the API token is not a Helicone-Auth key: %s", e)
+            self.keys = frozenset(keys)
 
     def running(self) -> None:
         opts = ctx.options

@@ -127,7 +127,7 @@ def key(monkeypatch) -> str:
 
 def https_proxy_env(monkeypatch, p: Proxy) -> None:
     """What `eval "$(helicone-addon env)"` does for the app (README: HTTPS_PROXY mode)."""
-    for line in env_exports(str(p.confdir), p.url).splitlines():
+    for line in env_exports(str(p.confdir), p.url, str(p.data_dir)).splitlines():
         if line.startswith("export "):
             name, _, value = line[len("export "):].partition("=")
             monkeypatch.setenv(name, shlex.split(value)[0])

@@ -156,5 +156,9 @@ def test_an_open_proxy_with_auth_keys_runs(fake, tmp_path):
         wait_port(port, proc=p)
         assert chat(port).status_code == 401
         assert chat(port, **{"Helicone-Auth": "Bearer k-123"}).status_code == 200
+        # the owner's API token (HELICONE_API_KEY of `helicone-addon env`) is accepted as a key too
+        token = (tmp_path / ".helicone-addon" / "api-token").read_text().strip()
+        assert chat(port, **{"Helicone-Auth": f"Bearer {token}"}).status_code == 200
+        assert chat(port, **{"Helicone-Auth": f"Bearer {token}x"}).status_code == 401
     finally:
         stop(p)
