@@ -32,6 +32,14 @@ class HeliconeUpstream:
                     f"helicone_upstream_timeout must be a number of seconds (e.g. 30 or 0.5), not {value!r}"
                 ) from None
 
+    def running(self) -> None:
+        # import the relay (httpx, h11: ~0.3 s) in the background now, so the first call with retries
+        # does not pay for it, and startup does not either
+        import asyncio
+        import importlib
+
+        asyncio.get_running_loop().run_in_executor(None, importlib.import_module, "helicone_addon.proxy.relay")
+
     async def done(self) -> None:
         if self.relay is not None:
             await self.relay.aclose()
