@@ -40,9 +40,14 @@ def wait_port(port: int, timeout: float = 60, proc: subprocess.Popen | None = No
     raise TimeoutError(f"port {port} not listening")
 
 
+_STARTED: list[Proxy] = []  # every proxy started by the current test's fixtures (for failure reports)
+
+
 class Proxy:
     """A `helicone-addon run` subprocess: a regular listener (HTTPS_PROXY) with map_remote of the
     provider hosts to the fake upstream, and reverse listeners (base_url) onto the fake."""
+
+    start_timeout = 60.0  # seconds for every listener to answer
 
     def __init__(self, tmp: Path, upstream_url: str, extra: list[str] | None = None, data_dir: Path | None = None,
                  api_port: int = 0) -> None:
@@ -89,9 +94,10 @@ class Proxy:
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})  # output() reads it live
-        wait_port(self.port, proc=self.proc)
-        wait_port(self.reverse_port, proc=self.proc)
-        wait_port(self.reverse_anthropic_port, proc=self.proc)
+        _STARTED.append(self)
+        for port in (self.port, self.reverse_port, self.reverse_anthropic_port, self.api_port):
+            if port:
+                wait_port(port, timeout=self.start_timeout, proc=self.proc)
         deadline = time.monotonic() + 10
         while not self.ca.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -106,6 +112,8 @@ class Proxy:
                 self.proc.kill()
         if getattr(self, "logf", None):
             self.logf.close()
+        if self in _STARTED:
+            _STARTED.remove(self)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -206,3 +214,19 @@ def loads(s):
 
 
 os.environ.setdefault("NO_PROXY", "")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report says, for every proxy still held by fixtures, whether it is alive and
+    what it printed last: a refused connection in CI is otherwise a riddle."""
+    report = yield
+    if report.failed:
+        for p in _STARTED:
+            state = "running" if p.proc is not None and p.proc.poll() is None else f"exited {p.proc.returncode}"
+            try:
+                tail = p.output()[-3000:]
+            except OSError as e:
+                tail = f"(no output: {e})"
+            report.sections.append((f"proxy {p.port} ({state}) {p.log}", tail))
+    return report

@@ -8,6 +8,8 @@ bind stops startup.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 from collections.abc import Sequence
 
@@ -67,9 +69,17 @@ class HeliconeApi:
         if self.server is not None and updated & {"helicone_api_port", "helicone_api_host", "helicone_data_dir",
                                                  "helicone_db", "helicone_api_open", "helicone_api_hosts"}:
             self.done()
-            self.running()
+            self._start()
 
-    def running(self) -> None:
+    async def running(self) -> None:
+        """Import the API (Starlette, the OTLP decoder: about a second) on a thread: the proxy
+        already listens, and its first calls must not wait for that. A port the user chose and cannot
+        bind still stops startup: mitmproxy waits for this hook before it checks for errors."""
+        if ctx.options.helicone_api_port:
+            await asyncio.to_thread(importlib.import_module, "helicone_addon.api")
+            self._start()
+
+    def _start(self) -> None:
         from helicone_addon.api import ApiServer
 
         host, port = ctx.options.helicone_api_host, ctx.options.helicone_api_port

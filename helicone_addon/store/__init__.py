@@ -11,6 +11,7 @@ to `<db>.spill.jsonl` and loaded back on the next start; every such event is log
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,10 +38,41 @@ Job = Callable[[], tuple[Row, list[Row]]] | tuple[Row, list[Row]]
 _STOP = object()
 
 
+@contextlib.contextmanager
+def _setup_lock(path: Path):
+    """Serialise creating and migrating the database across processes. Two proxies (or a proxy and
+    `helicone-addon logs`) started at the same moment on a new data dir would otherwise both read
+    "no migrations applied" and both run them: "table requests already exists". SQLite's own locks
+    do not cover this (sqlite-utils' DDL runs in autocommit), so an flock on `<db>.lock`, a file of
+    its own: the live database file itself is never opened outside SQLite (that would drop SQLite's
+    POSIX locks). No lock where the file cannot be made (a read-only data dir: nothing to migrate)."""
+    try:
+        import fcntl
+
+        old = os.umask(0o077)
+        try:
+            fd = os.open(Path(str(path) + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        finally:
+            os.umask(old)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open (creating 0600, in a 0700 dir) and migrate the database. For readers and the writer."""
     path = Path(path)
     ensure_private_dir(path.parent)
+    with _setup_lock(path):
+        return _open_and_migrate(path)
+
+
+def _open_and_migrate(path: Path) -> sqlite_utils.Database:
     if not path.exists():
         old = os.umask(0o077)
         try:

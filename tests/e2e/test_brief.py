@@ -26,13 +26,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import openai
 import pytest
-from conftest import Proxy, free_port, wait_port
+from conftest import Proxy, free_port
 
 from helicone_addon.cli import env_exports
 from helicone_addon.redact import fingerprint
@@ -53,17 +52,7 @@ class BriefProxy(Proxy):
         super().__init__(tmp, upstream_url, ["--set", f"helicone_auth_keys={HELICONE_KEY}"], data_dir,
                          api_port=free_port() if api else 0)
 
-    def start(self) -> BriefProxy:
-        """As conftest's, with a longer wait: two proxies start side by side on a busy machine."""
-        self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
-        for port in (self.port, self.reverse_port, self.reverse_anthropic_port, self.api_port):
-            if port:
-                wait_port(port, timeout=120, proc=self.proc)
-        deadline = time.monotonic() + 10
-        while not self.ca.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self
+    start_timeout = 120.0  # two proxies start side by side on a busy machine
 
     @property
     def api_url(self) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -75,12 +74,7 @@ class WorkersProxy(conftest.Proxy):
         super().__init__(*a, **kw)
         self.extra = ["--workers", "2", *self.extra]
 
-    def start(self) -> WorkersProxy:
-        self.logf = open(self.log, "ab")  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT, cwd=conftest.ROOT)
-        for port in (self.port, self.reverse_port, self.reverse_anthropic_port):
-            conftest.wait_port(port, timeout=STARTUP_S, proc=self.proc)
-        return self
+    start_timeout = STARTUP_S
 
 
 @pytest.fixture

@@ -213,6 +213,38 @@ def test_two_processes_write_one_database(tmp_path):
     shutil.rmtree(tmp_path / "none", ignore_errors=True)
 
 
+def _open_each(paths, barrier, errors):
+    for path in paths:
+        barrier.wait(30)
+        try:
+            open_db(path).conn.close()
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            errors.put(f"{path.parent.name}: {e!r}")
+
+
+def test_processes_starting_together_on_a_new_data_dir_all_open_it(tmp_path):
+    """Two proxies started at the same moment on a new data dir: both must open and migrate the log
+    (without a cross-process lock, both ran the migrations: "table requests already exists", and the
+    second proxy exited at start). Three processes meet on each of ten new databases."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("fork")
+    paths = [tmp_path / f"d{i}" / "helicone.db" for i in range(10)]
+    barrier, errors = mp.Barrier(3), mp.Queue()
+    procs = [mp.Process(target=_open_each, args=(paths, barrier, errors)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    for path in paths:
+        assert {r["name"] for r in open_db(path)["_migrations"].rows} == {fn.__name__ for fn in MIGRATIONS}
+
+
 def test_lone_surrogates_are_stored_replaced(tmp_path):
     path = tmp_path / "h.db"
     store = LogStore(path).start()
