@@ -40,7 +40,7 @@ def _macos_max_files() -> int:
         size = ctypes.c_size_t(ctypes.sizeof(value))
         if libc.sysctlbyname(b"kern.maxfilesperproc", ctypes.byref(value), ctypes.byref(size), None, 0) == 0:
             return min(value.value, _MACOS_OPEN_MAX) if value.value > 0 else _MACOS_OPEN_MAX
-    except Exception:  # noqa: BLE001 - fall back to the documented constant
+    except (OSError, AttributeError, TypeError):  # no libc or no such sysctl: the documented constant
         pass
     return _MACOS_OPEN_MAX
 

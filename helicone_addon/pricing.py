@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from genai_prices import data_snapshot as _gp_snapshot
 from genai_prices import types as _gp_types
 
 from helicone_addon.usage.types import Usage
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PriceResult",
@@ -329,7 +332,8 @@ def _linear_rates(model_price: Any) -> tuple[float, ...] | None:
                 float(t_1h - base) / _M,
                 float(t_rs - base) / _M,
             )
-    except Exception:
+    except Exception:  # noqa: BLE001 - not linear after all: every call goes through genai-prices
+        logger.debug("no per-token rates for %s", getattr(model_price, "id", model_price), exc_info=True)
         rates = None
     with _linear_lock:
         _linear_cache[id(model_price)] = (model_price, rates)

@@ -227,7 +227,7 @@ def _die_with_supervisor() -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - elsewhere the supervisor's own clean-up still applies
+    except (OSError, AttributeError):  # not Linux: the supervisor's own clean-up still applies
         pass
 
 

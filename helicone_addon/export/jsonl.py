@@ -7,11 +7,14 @@ JSON columns (properties, attempts, usage_raw, stream_offsets) are parsed.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import usage
 from ..columns import NAMES, USAGE_COLUMNS
 from .rows import body_json, header_dict, loads, row_url
+
+logger = logging.getLogger(__name__)
 
 TOP = ("id", "created_at", "provider", "api", "model", "status", "cost_usd")
 USAGE = (*USAGE_COLUMNS, "usage_source")
@@ -27,6 +30,7 @@ def response_text(api: str | None, body: str | None, content_type: str | None, s
     try:
         return usage.parse_response(api or "unknown", body.encode("utf-8", "surrogatepass"), content_type, status).text
     except Exception:  # noqa: BLE001 - an export never fails on one odd body
+        logger.debug("export: response text not read (api %s)", api, exc_info=True)
         return ""
 
 

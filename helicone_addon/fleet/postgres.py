@@ -168,8 +168,8 @@ class Shipper:
         if self._pg is not None:
             try:
                 self._pg.close()
-            except Exception:  # pragma: no cover - a broken connection may fail to close
-                pass
+            except Exception as e:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+                log.debug("helicone shipper: closing the PostgreSQL connection failed: %s", e)
             self._pg = None
 
     def _upsert(self, pg: psycopg.Connection, data: dict[str, list[dict[str, Any]]], ids: list[str]) -> int:

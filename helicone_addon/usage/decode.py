@@ -7,8 +7,11 @@ a body that does not decode at all is returned unchanged. Neither ever raises.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["BodyDecoder", "decode_body", "parse_content_encoding"]
 
@@ -154,7 +157,8 @@ class BodyDecoder:
         else:
             try:
                 self._layers = [_LAYERS[c]() for c in reversed(codings)]
-            except Exception:  # noqa: BLE001 - missing optional module
+            except Exception:  # noqa: BLE001 - missing optional module: the body is kept as it came
+                logger.debug("no decoder for content-encoding %s", codings, exc_info=True)
                 self._layers = []
                 self._state = "passthrough"
         if not self._layers and self._state == "decode":
@@ -185,7 +189,8 @@ class BodyDecoder:
                 if not out:
                     break
                 out = layer.feed(out)
-        except Exception:  # noqa: BLE001 - zlib.error, brotli.error, ZstdError, ...
+        except Exception:  # noqa: BLE001 - zlib.error, brotli.error, ZstdError, ...: keep it raw
+            logger.debug("body did not decode", exc_info=True)
             return self._fail()
         if out:
             self._produced = True
@@ -200,7 +205,8 @@ class BodyDecoder:
             # what layer i still holds is flushed, then decoded by the layers inside it
             for layer in self._layers:
                 out = (layer.feed(out) if out else b"") + layer.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a truncated or corrupt body: keep what decoded
+            logger.debug("body did not decode to its end", exc_info=True)
             return self._fail()
         self._state = "broken"  # finished: further input is ignored
         if out:
@@ -230,5 +236,6 @@ def decode_body(raw: bytes, content_encoding: str | None) -> bytes:
         if not dec.active:
             return raw
         return dec.feed(raw) + dec.flush()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a body that does not decode is returned unchanged
+        logger.debug("body not decoded (%s)", content_encoding, exc_info=True)
         return raw if isinstance(raw, bytes) else b""

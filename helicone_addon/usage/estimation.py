@@ -17,12 +17,15 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import threading
 import types
 from typing import Any
 
 from .types import ParsedResponse, RequestInfo, Usage
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["count_tokens", "estimate", "encoding_for_model", "encoding_name_for_model", "get_encoding"]
 
@@ -334,7 +337,8 @@ def estimate(req: RequestInfo, parsed: ParsedResponse, model: str | None) -> Usa
         usage.raw = {"encoding": encoding_name_for_model(model)}
         try:
             usage.prompt_tokens = prompt_tokens(req, model)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the completion is still counted
+            logger.debug("prompt tokens not estimated for model %s", model, exc_info=True)
             usage.prompt_tokens = None
         text = parsed.text or ""
         reasoning = getattr(parsed, "reasoning_text", "") or ""
@@ -344,6 +348,6 @@ def estimate(req: RequestInfo, parsed: ParsedResponse, model: str | None) -> Usa
         usage.reasoning_tokens = r
         if usage.prompt_tokens is not None:
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    except Exception:  # noqa: BLE001 - estimation is best effort
-        pass
+    except Exception:  # noqa: BLE001 - estimation is best effort: the row keeps what was counted
+        logger.debug("usage estimate failed for model %s", model, exc_info=True)
     return usage

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import providers
 from ._base import loads
 from .types import RequestInfo
+
+logger = logging.getLogger(__name__)
 
 _GEMINI_APIS = (providers.API_GEMINI, providers.API_GEMINI_EMBEDDINGS)
 
@@ -67,6 +70,6 @@ def parse_request(api: str, path: str, body: bytes | None) -> RequestInfo:
             dep = providers.azure_deployment_from_path(path)
             if dep:
                 info.model = dep
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception:  # noqa: BLE001 - a body we cannot read leaves the fields it did not reach empty
+        logger.debug("request body not understood (api %s, path %s)", api, path, exc_info=True)
     return info

@@ -16,6 +16,7 @@ accumulator for that format is used instead. Nothing here raises.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from ..sse import SSEDecoder
@@ -27,6 +28,8 @@ from .gemini import GeminiAccumulator
 from .openai_chat import ChatAccumulator
 from .openai_responses import ResponsesAccumulator
 from .types import ParsedResponse
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["StreamParser", "parse_response", "accumulator_for", "sniff_family", "sse_events"]
 
@@ -124,7 +127,8 @@ class StreamParser:
                 if not data:
                     return
             self._feed(bytes(data))
-        except Exception:  # noqa: BLE001 - a parser must never break the proxy
+        except Exception:  # noqa: BLE001 - a parser must never break the proxy: the rest is kept raw
+            logger.debug("response body not understood (%s); kept raw", self._mode, exc_info=True)
             self._mode = "raw"
 
     def parse_all(self, body: bytes) -> ParsedResponse:
@@ -150,8 +154,8 @@ class StreamParser:
                     self._event(ev.event, ev.data)
             elif self._mode == "json":
                 self._parse_json()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception:  # noqa: BLE001 - a body we cannot parse: usage stays unknown, the row is still written
+            logger.debug("response body not understood at its end (%s)", self._mode, exc_info=True)
         try:
             out.streamed = self._streamed
             if self._acc is not None:
@@ -160,8 +164,8 @@ class StreamParser:
                 out.error = self._raw_error_text()
             if out.error:
                 out.extra["error_in_stream"] = bool(self._streamed)
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception:  # noqa: BLE001 - as above
+            logger.debug("response summary failed (%s)", self._mode, exc_info=True)
         self._finished = out
         return out
 
@@ -365,5 +369,6 @@ def parse_response(api: str, body: bytes, content_type: str | None, status: int 
         return p.parse_all(
             body if isinstance(body, (bytes, bytearray, memoryview)) else str(body).encode("utf-8", "replace")
         )
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - never raises (see above)
+        logger.debug("response body not parsed (api %s)", api, exc_info=True)
         return ParsedResponse()
