@@ -64,6 +64,7 @@ CONFIG_HELP = {
     "bare": "mitmdump -q, reverse mode",
     "addon": "helicone-addon run -q, reverse mode (fast dispatch)",
     "addon-stock": "helicone-addon run -q, reverse mode, HELICONE_FAST_DISPATCH=0",
+    "addon-otlp": "addon, plus an OpenTelemetry span per call to an OTLP/HTTP collector (Prometheus is always on)",
     "bare-https": "mitmdump, regular mode, CONNECT + TLS interception, map_remote",
     "addon-https": "helicone-addon run, regular mode (HTTPS_PROXY), TLS interception, map_remote",
     "litellm": "litellm proxy (optional)",
@@ -104,6 +105,7 @@ def serve_upstream(chunk_delay_ms: float) -> None:
 
     _raise_nofile()
     not_found = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+    otlp_ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
 
     class Upstream(asyncio.Protocol):
         def connection_made(self, transport) -> None:
@@ -156,7 +158,7 @@ def serve_upstream(chunk_delay_ms: float) -> None:
                 del buf[:end]
                 first_line = head.split(b"\r\n", 1)[0]
                 if b"/chat/completions" not in first_line:
-                    self.t.write(not_found)
+                    self.t.write(otlp_ok if b"/v1/traces" in first_line else not_found)  # the OTLP collector
                     continue
                 compact = bytes(body).replace(b" ", b"")
                 if b'"stream":true' in compact:
@@ -544,10 +546,12 @@ class Bench:
             argv = [mitmdump, *common, *reverse]
         elif name == "bare-https":
             argv = [mitmdump, *common, *regular]
-        elif name in ("addon", "addon-stock", "addon-rss"):
+        elif name in ("addon", "addon-stock", "addon-rss", "addon-otlp"):
             argv = [*addon, *common, *reverse, *helicone]
             if name == "addon-stock":
                 env["HELICONE_FAST_DISPATCH"] = "0"
+            if name == "addon-otlp":  # the fake upstream also plays the collector (200 to /v1/traces)
+                argv += ["--set", f"helicone_otlp_endpoint={self.up_url}"]
         elif name == "addon-https":
             argv = [*addon, *common, *regular, *helicone]
         elif name == "litellm":
@@ -919,12 +923,14 @@ def ratios(results: dict) -> list[dict]:
     concs = sorted({c["conc"] for c in results["cells"]})
     for kind in kinds:
         for conc in concs:
-            d, b, ad, st, bh, ah = (cell(results, name, kind, conc) for name in
-                                    ("direct", "bare", "addon", "addon-stock", "bare-https", "addon-https"))
+            d, b, ad, st, bh, ah, ot = (cell(results, name, kind, conc) for name in
+                                        ("direct", "bare", "addon", "addon-stock", "bare-https", "addon-https",
+                                         "addon-otlp"))
             out.append({
                 "kind": kind, "conc": conc,
                 "addon/bare": _div(ad, b), "addon/direct": _div(ad, d), "addon-stock/bare": _div(st, b),
                 "addon-https/bare-https": _div(ah, bh), "addon-https/bare": _div(ah, b),
+                "addon-otlp/addon": _div(ot, ad),
                 "addon p50 - bare p50 ms": _sub(ad, b, "p50_ms"),
                 "addon p50 - direct p50 ms": _sub(ad, d, "p50_ms"),
                 "addon TTFC - direct TTFC ms": _sub(ad, d, "ttfc_p50_ms"),
@@ -957,6 +963,8 @@ def targets(results: dict) -> list[tuple[str, str, str, str, bool | None]]:
          lambda v: v >= 0.80)
     tput("addon-stock / bare, req/s, c=8 JSON (stock dispatch: the addon's own cost)", "addon-stock", "bare",
          ">= 0.90x", lambda v: v >= 0.90)
+    tput("exporters on / off: addon-otlp / addon, req/s, c=8 JSON", "addon-otlp", "addon", ">= 0.95x",
+         lambda v: v >= 0.95)
     a1, b1, d1 = g("addon", "json", 1), g("bare", "json", 1), g("direct", "stream", 1)
     check("added p50 over bare, c=1 JSON", (a1["p50_ms"] - b1["p50_ms"]) if a1 and b1 else None,
           "<= 0.5 ms", lambda v: v <= 0.5, "{:+.2f} ms")

@@ -47,6 +47,13 @@ class HeliconeExporters:
             except ValueError as e:
                 raise exceptions.OptionsError(f"helicone_otlp_endpoint / helicone_otlp_headers: {e}") from e
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """The span export's counters (otlp_spans_queued, otlp_spans_exported, ..., otlp_errors),
+        which HeliconeLog publishes in the log's `store_counters` table beside /metrics."""
+        otel = self.hub.otel if self.hub is not None else None
+        return {f"otlp_{k}": v for k, v in otel.counters.items()} if otel is not None else {}
+
     @staticmethod
     def _store_counters() -> dict:
         log = ctx.master.addons.get("heliconelog")

@@ -148,6 +148,12 @@ def test_a_down_collector_never_breaks_calls(make_proxy, monkeypatch):
     assert all(r.parse().choices[0].message.content == REPLY for r in ids)
     for r in ids:
         assert p.row(r.headers["helicone-id"])["status"] == 200
+    # the lost spans are counted where users look: the log's store_counters
+    failed = p.wait_rows("SELECT value FROM store_counters WHERE name = 'otlp_spans_failed' AND value >= 5",
+                         timeout=30)
+    assert failed[0]["value"] == 5
+    exported = p.query("SELECT value FROM store_counters WHERE name = 'otlp_spans_exported'")
+    assert exported in ([], [{"value": 0}])
 
 
 # -- /metrics -------------------------------------------------------------------------------------
