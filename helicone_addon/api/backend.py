@@ -4,10 +4,11 @@ worker thread (`starlette.concurrency.run_in_threadpool`)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,16 @@ class Backend:
 
     def connect(self) -> sqlite3.Connection:
         return connect(self.db_path)
+
+    @contextlib.contextmanager
+    def for_request(self, rid: str) -> Iterator[sqlite3.Connection]:
+        """A connection to the log once request rid's row exists (see `existing`), closed after."""
+        conn = self.connect()
+        try:
+            self.existing(conn, rid)
+            yield conn
+        finally:
+            conn.close()
 
     def existing(self, conn: sqlite3.Connection, rid: str) -> str:
         """rid, once its row exists (waiting up to row_wait); ApiError 404 if it never shows up."""

@@ -86,32 +86,27 @@ async def _read(request: Request, decode) -> tuple[object, str]:
     return msg, media or otlp.PROTOBUF
 
 
-async def traces(request: Request) -> Response:
+async def _export(request: Request, signal: str, decode, ingest) -> Response:
+    """An OTLP/HTTP export request: decoded, answered at once, its contents logged on the worker."""
     try:
-        msg, media = await _read(request, otlp.decode_traces)
+        msg, media = await _read(request, decode)
     except otlp.OtlpError as e:
         return _reply_error(e.status, e.message)
     except Exception as e:  # a bug: answered and logged, never a dropped connection
-        logger.exception("helicone api: OTLP traces body could not be read")
+        logger.exception("helicone api: OTLP %s body could not be read", signal)
         return _reply_error(500, f"Internal error: {e}")
     ing = ingest_of(request)
-    ing.worker.submit(_ingest_spans, request.app.state.backend, ing.book, msg)
-    body, ctype = otlp.empty_response("traces", media)
+    ing.worker.submit(ingest, request.app.state.backend, ing.book, msg)
+    body, ctype = otlp.empty_response(signal, media)
     return Response(body, 200, media_type=ctype)
+
+
+async def traces(request: Request) -> Response:
+    return await _export(request, "traces", otlp.decode_traces, _ingest_spans)
 
 
 async def logs(request: Request) -> Response:
-    try:
-        msg, media = await _read(request, otlp.decode_logs)
-    except otlp.OtlpError as e:
-        return _reply_error(e.status, e.message)
-    except Exception as e:
-        logger.exception("helicone api: OTLP logs body could not be read")
-        return _reply_error(500, f"Internal error: {e}")
-    ing = ingest_of(request)
-    ing.worker.submit(_ingest_events, request.app.state.backend, ing.book, msg)
-    body, ctype = otlp.empty_response("logs", media)
-    return Response(body, 200, media_type=ctype)
+    return await _export(request, "logs", otlp.decode_logs, _ingest_events)
 
 
 ROUTES = [*(Route(p, traces, methods=["POST"]) for p in TRACE_PATHS), Route(LOGS_PATH, logs, methods=["POST"])]

@@ -49,16 +49,11 @@ def _rating(body: dict) -> bool:
 
 
 def _set_feedback(b: Backend, rid: str, rating: bool) -> None:
-    conn = b.connect()
-    try:
-        b.existing(conn, rid)
-        with conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO feedback (request_id, rating, created_at) VALUES (?, ?, ?)",
-                (rid, int(rating), _now()),
-            )
-    finally:
-        conn.close()
+    with b.for_request(rid) as conn, conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO feedback (request_id, rating, created_at) VALUES (?, ?, ?)",
+            (rid, int(rating), _now()),
+        )
 
 
 @endpoint()
@@ -103,17 +98,12 @@ def _score_values(body: dict) -> list[tuple[str, int]]:
 
 
 def _set_scores(b: Backend, rid: str, values: list[tuple[str, int]]) -> None:
-    conn = b.connect()
-    try:
-        b.existing(conn, rid)
+    with b.for_request(rid) as conn, conn:
         now = _now()
-        with conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO scores (request_id, name, value, created_at) VALUES (?, ?, ?, ?)",
-                [(rid, name, v, now) for name, v in values],
-            )
-    finally:
-        conn.close()
+        conn.executemany(
+            "INSERT OR REPLACE INTO scores (request_id, name, value, created_at) VALUES (?, ?, ?, ?)",
+            [(rid, name, v, now) for name, v in values],
+        )
 
 
 @endpoint()
@@ -125,25 +115,18 @@ async def score(request: Request) -> Response:
 
 
 def _set_property(b: Backend, rid: str, key: str, value: str) -> None:
-    conn = b.connect()
-    try:
-        b.existing(conn, rid)
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT OR REPLACE INTO properties (request_id, key, value) VALUES (?, ?, ?)", (rid, key, value)
-            )
-            cur = conn.execute("SELECT properties FROM requests WHERE id = ?", (rid,)).fetchone()
-            try:
-                props = json.loads(cur["properties"]) if cur and cur["properties"] else {}
-            except ValueError:
-                props = {}
-            if not isinstance(props, dict):
-                props = {}
-            props[key] = value
-            conn.execute("UPDATE requests SET properties = ? WHERE id = ?", (json.dumps(props), rid))
-    finally:
-        conn.close()
+    with b.for_request(rid) as conn, conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO properties (request_id, key, value) VALUES (?, ?, ?)", (rid, key, value))
+        cur = conn.execute("SELECT properties FROM requests WHERE id = ?", (rid,)).fetchone()
+        try:
+            props = json.loads(cur["properties"]) if cur and cur["properties"] else {}
+        except ValueError:
+            props = {}
+        if not isinstance(props, dict):
+            props = {}
+        props[key] = value
+        conn.execute("UPDATE requests SET properties = ? WHERE id = ?", (json.dumps(props), rid))
 
 
 @endpoint()
@@ -160,13 +143,9 @@ async def put_property(request: Request) -> Response:
 
 
 def _get(b: Backend, rid: str, include_body: bool) -> dict:
-    conn = b.connect()
-    try:
-        b.existing(conn, rid)
+    with b.for_request(rid) as conn:
         rows = conn.execute("SELECT * FROM requests WHERE id = ?", (rid,)).fetchall()
         records = records_for(conn, rows, include_body=include_body)
-    finally:
-        conn.close()
     if not records:
         raise ApiError(404, "Request not found")
     return records[0]
