@@ -1,7 +1,7 @@
 """Helicone's async log format, both ends: which path stands for which provider, the payload's
 validation and its decoding into the `CallState` of the call it describes.
 
-The async logger (async_logger.py) picks the path with `log_path` and builds payloads; the local
+The async logger (async_logger/payload.py) picks the path with `log_path` and builds payloads; the local
 API (api/ingest.py) routes `LOG_ROUTES`, checks payloads with `validate` and turns them into rows
 with `to_call_state` + `record.build_row`, like a proxied call.
 

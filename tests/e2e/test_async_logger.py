@@ -297,14 +297,14 @@ def test_a_crashing_logger_does_not_fail_calls(fake, hlog, monkeypatch):
         == "Hello from the fake upstream!"
     assert hlog.counters["internal_errors"] == 2
     monkeypatch.undo()
-    monkeypatch.setattr("helicone_addon.async_logger._tee_class", boom)  # attaching to the response fails
+    monkeypatch.setattr("helicone_addon.async_logger.tee.tee_class", boom)  # attaching to the response fails
     assert chat(client, "y").choices[0].message.content == "Hello from the fake upstream!"
     assert hlog.counters["internal_errors"] == 3
     monkeypatch.undo()
-    monkeypatch.setattr(hlog, "_row", boom)  # and the writer-side row building
+    monkeypatch.setattr(hlog._sink, "row", boom)  # and the writer-side row building
     assert chat(client, "z").choices[0].message.content == "Hello from the fake upstream!"
     assert hlog.flush()
-    assert hlog._store.counters["build_errors"] == 1
+    assert hlog._sink.store.counters["build_errors"] == 1
 
 
 def test_importable_without_mitmproxy():
