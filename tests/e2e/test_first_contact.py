@@ -72,7 +72,12 @@ def test_two_proxies_on_defaults_share_one_data_dir(fake, tmp_path):
                     break
                 time.sleep(0.05)
             assert set(ids) <= got
-            assert f"a helicone-addon API already answers at http://127.0.0.1:{api}" in logs_of(tmp_path)
+            # said once the API module is imported (on a thread, after the listeners are up)
+            said = f"a helicone-addon API already answers at http://127.0.0.1:{api}"
+            deadline = time.monotonic() + 30
+            while said not in logs_of(tmp_path) and time.monotonic() < deadline and b.poll() is None:
+                time.sleep(0.05)
+            assert said in logs_of(tmp_path)
         finally:
             stop(b)
     finally:
