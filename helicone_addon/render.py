@@ -3,7 +3,7 @@
 A call's request body becomes a list of `Turn`s (system / user / assistant / tool calls and
 results), its response body (JSON or a stream) becomes the answer's turns with a streamed answer
 joined into its text. Everything that shows a call uses this module: mitmproxy's "LLM" content view
-(contentview.py), `helicone-addon logs` (cli_reports.py), the web view (ui/), the searchable
+(contentview.py), `helicone-addon logs` (cli/logs.py), the web view (ui/), the searchable
 `prompt_text` / `response_text` columns (`texts`) and mitmweb's one-line flow comment (`comment`).
 
 Wire formats are read by helicone_addon/usage (responses, streams included, via its accumulators)

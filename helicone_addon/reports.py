@@ -1,7 +1,8 @@
 """Analytics over the log: pure query functions that return lists of dicts (no printing).
 
-Used by `helicone-addon report`, `logs` and `sessions` (see cli_reports.py). Every function takes a
-`sqlite_utils.Database` opened on the log and a `Filters`, and only reads.
+Used by `helicone-addon report`, `logs` and `sessions` (see cli/report.py, cli/logs.py,
+cli/sessions.py). Every function takes a `sqlite_utils.Database` opened on the log and a `Filters`,
+and only reads.
 
 Definitions (the README and the tests rely on them):
 

@@ -8,20 +8,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import cli_reports as cr
+from ..cli import output
+from ..cli.common import CLIError, add_db_args, add_filter_args, command, filters_from, open_db
+from ..cli.env import DEFAULT_PROXY, default_confdir
 from . import FORMATS, atomic_output, export_log
 
 
-@cr._run
+@command
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the matching calls to a file in one of the export formats."""
-    filters = cr._filters(args)
-    db = cr.open_db(args)
+    filters = filters_from(args)
+    db = open_db(args)
     try:
         with atomic_output(args.output) as out:
             result = export_log(db, args.format, out, filters)
     except OSError as e:
-        raise cr.CLIError(f"cannot write {args.output}: {e}") from None
+        raise CLIError(f"cannot write {args.output}: {e}") from None
     where = "stdout" if args.output == "-" else args.output
     note = f"; skipped {result.skipped} call(s) the format cannot use" if result.skipped else ""
     print(f"wrote {result.written} call(s) to {where} ({result.format}){note}", file=sys.stderr)
@@ -33,16 +35,16 @@ def _find_row(db: Any, rid: str) -> dict[str, Any]:
     if not rows and len(rid) >= 4:
         rows = list(db.query("SELECT * FROM requests WHERE id LIKE ? ORDER BY created_at LIMIT 2", [rid + "%"]))
         if len(rows) > 1:
-            raise cr.CLIError(f"id prefix {rid!r} matches several calls; give more of it", 2)
+            raise CLIError(f"id prefix {rid!r} matches several calls; give more of it", 2)
     if not rows:
-        raise cr.CLIError(f"no call with id {rid!r} in the log")
+        raise CLIError(f"no call with id {rid!r} in the log")
     return rows[0]
 
 
 def _parse_set_header(spec: str) -> tuple[str, str]:
     name, sep, value = spec.partition("=")
     if not sep or not name.strip():
-        raise cr.CLIError(f"bad --set-header {spec!r}: use NAME=VALUE (NAME= removes the header)", 2)
+        raise CLIError(f"bad --set-header {spec!r}: use NAME=VALUE (NAME= removes the header)", 2)
     return name.strip(), value
 
 
@@ -75,14 +77,14 @@ def _side_by_side(old: dict[str, Any], new: dict[str, Any]) -> None:
     lines = [
         ("status", status(old), status(new)),
         ("model", old.get("model") or "?", new.get("model") or "?"),
-        ("latency ms", cr.fmt_ms(old.get("latency_ms")), cr.fmt_ms(new.get("latency_ms"))),
-        ("time to first token ms", cr.fmt_ms(old.get("ttft_ms")), cr.fmt_ms(new.get("ttft_ms"))),
+        ("latency ms", output.fmt_ms(old.get("latency_ms")), output.fmt_ms(new.get("latency_ms"))),
+        ("time to first token ms", output.fmt_ms(old.get("ttft_ms")), output.fmt_ms(new.get("ttft_ms"))),
     ]
     for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        lines.append((k.replace("_", " "), cr.fmt_int(old["usage"].get(k)), cr.fmt_int(new["usage"].get(k))))
-    lines.append(("cost", cr.fmt_usd(old.get("cost_usd")) or "?", cr.fmt_usd(new.get("cost_usd")) or "?"))
+        lines.append((k.replace("_", " "), output.fmt_int(old["usage"].get(k)), output.fmt_int(new["usage"].get(k))))
+    lines.append(("cost", output.fmt_usd(old.get("cost_usd")) or "?", output.fmt_usd(new.get("cost_usd")) or "?"))
     lines.append(("response", " ".join((old.get("text") or "").split())[:200], " ".join((new.get("text") or "").split())[:200]))
-    cr.render_table(
+    output.render_table(
         ["", f"original {old['id'][:8]}", f"rerun {new['id'][:8]}"],
         [list(x) for x in lines],
         title="Re-run (the new call is logged with rerun_of = the original id)",
@@ -92,31 +94,31 @@ def _side_by_side(old: dict[str, Any], new: dict[str, Any]) -> None:
         print(d.get("text") or (f"[error] {d['error']}" if d.get("error") else "(empty)"))
 
 
-@cr._run
+@command
 def cmd_rerun(args: argparse.Namespace) -> int:
     """Re-send a logged request through the proxy; show the new answer beside the old one."""
     from .rerun import RerunError, build_rerun, send
 
     sets = [_parse_set_header(s) for s in args.set_header]
-    db = cr.open_db(args)
+    db = open_db(args)
     row = _find_row(db, args.id)
     try:
         req = build_rerun(row, model=args.model, set_headers=sets, env=os.environ, key_env=args.key_env)
     except RerunError as e:
-        raise cr.CLIError(str(e), 2) from None
+        raise CLIError(str(e), 2) from None
     import httpx
 
     try:
         res = send(req, proxy=args.proxy, ca_file=_ca_file(args), timeout=args.timeout)
     except httpx.HTTPError as e:
-        raise cr.CLIError(f"re-run of {row['id']} through {args.proxy} failed: {e!r} (is the proxy running there?)") from None
+        raise CLIError(f"re-run of {row['id']} through {args.proxy} failed: {e!r} (is the proxy running there?)") from None
     new = {
         "id": res.id, "status": res.status, "model": res.model, "latency_ms": res.latency_ms, "ttft_ms": res.ttft_ms,
         "usage": res.usage, "cost_usd": res.cost_usd, "error": res.error, "text": res.text,
     }  # fmt: skip
     old = _original(row)
     if args.json:
-        cr.write_json({"original": old, "rerun": new})
+        output.write_json({"original": old, "rerun": new})
     else:
         _side_by_side(old, new)
     return 0 if res.status is not None and res.status < 400 else 1
@@ -134,8 +136,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", "-f", required=True, choices=FORMATS, help="output format")
     p.add_argument("-o", "--output", default="-", metavar="PATH", help="file to write ('-' = stdout, the default)")
-    cr._add_filter_args(p)
-    cr._add_db_args(p)
+    add_filter_args(p)
+    add_db_args(p)
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser(
@@ -148,12 +150,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("id", metavar="ID", help="id of the call (or a unique prefix of 4+ characters)")
     p.add_argument("--model", "-m", metavar="MODEL", help="ask another model")
     p.add_argument("--set-header", action="append", default=[], metavar="NAME=VALUE", help="add or replace a request header (NAME= removes it)")
-    p.add_argument("--proxy", default=os.environ.get("HELICONE_ADDON_PROXY", "http://127.0.0.1:8080"), metavar="URL",
+    p.add_argument("--proxy", default=os.environ.get("HELICONE_ADDON_PROXY", DEFAULT_PROXY), metavar="URL",
                    help="the running proxy (default: $HELICONE_ADDON_PROXY or http://127.0.0.1:8080)")
     p.add_argument("--key-env", metavar="VAR", help="environment variable holding the API key (default: by provider)")
-    p.add_argument("--confdir", default=os.environ.get("MITMPROXY_CONFDIR", "~/.mitmproxy"), help="the proxy's confdir (for its CA certificate)")
+    p.add_argument("--confdir", default=default_confdir(), help="the proxy's confdir (for its CA certificate)")
     p.add_argument("--ca", metavar="PEM", help="CA certificate to trust for the proxy (default: <confdir>/mitmproxy-ca-cert.pem)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds to wait for the answer (default 600)")
     p.add_argument("--json", action="store_true", help="output JSON")
-    cr._add_db_args(p)
+    add_db_args(p)
     p.set_defaults(func=cmd_rerun)

@@ -265,7 +265,7 @@ def test_another_account_reads_neither_the_token_nor_the_api(sp, other_user):
 def test_another_account_cannot_open_the_web_view(sp, other_user, tmp_path):
     port = conftest.free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "helicone_addon.cli_reports", "ui", "--db", str(sp.db_path), "--port", str(port),
+        [sys.executable, "-m", "helicone_addon", "ui", "--db", str(sp.db_path), "--port", str(port),
          "--data-dir", str(sp.data_dir)],
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "ui.log", "wb"), stdin=subprocess.DEVNULL,
     )

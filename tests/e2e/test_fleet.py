@@ -145,7 +145,7 @@ def test_replicas_ship_to_one_postgres_and_report_reads_it(make_proxy, fake, pg_
         p.wait_rows("SELECT id FROM requests WHERE request_body LIKE ?", (f"%{m}%",), n=10)
 
     def report(db: str) -> dict:
-        res = subprocess.run([sys.executable, "-m", "helicone_addon.cli_reports", "report", "--by", "none",
+        res = subprocess.run([sys.executable, "-m", "helicone_addon", "report", "--by", "none",
                               "--json", "--db", db], capture_output=True, text=True, timeout=60)  # fmt: skip
         assert res.returncode == 0, res.stderr
         return json.loads(res.stdout)[0]

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from conftest import ROOT, Proxy, free_port, wait_port
 
-from helicone_addon import cli_reports, render, security
+from helicone_addon import cli, render, security
 from helicone_addon.ui import app as ui_app
 
 pytestmark = pytest.mark.timeout(300)
@@ -139,7 +139,7 @@ def ui(seed, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("ui-data")
     TOKEN["value"] = security.ensure_token(data_dir)  # as the proxy makes it on first start
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "helicone_addon.cli_reports", "ui", "--db", str(seed.db),
+        proc = subprocess.Popen([sys.executable, "-m", "helicone_addon", "ui", "--db", str(seed.db),
                                  "--port", str(port), "--data-dir", str(data_dir)],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -209,7 +209,7 @@ def snap(pg, shots: list[Path], name: str) -> None:
 
 
 def cli_json(*args: str) -> object:
-    res = subprocess.run([sys.executable, "-m", "helicone_addon.cli_reports", *args], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "helicone_addon", *args], capture_output=True,
                          text=True, cwd=ROOT, timeout=60)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
@@ -376,7 +376,7 @@ def test_pages_are_read_only_and_unknown_ids_are_404(ui, seed):
 
 
 def test_ui_without_database_fails_cleanly(tmp_path, capsys):
-    assert cli_reports.main(["ui", "--db", str(tmp_path / "missing.db"), "--port", "0"]) == 1
+    assert cli.main(["ui", "--db", str(tmp_path / "missing.db"), "--port", "0"]) == 1
     assert "no log database at" in capsys.readouterr().err
 
 

@@ -514,7 +514,7 @@ def test_supported_versions():
 
 # -- e2e: the real `helicone-addon` master, fast dispatch on ---------------------------------------
 def _in_process_proxy(tmp_path: Path, upstream: str, env_off: bool):
-    """HeliconeDumpMaster exactly as cli.run_dump builds it, in a thread (MITMPROXY.md section 7)."""
+    """HeliconeDumpMaster exactly as cli/proxy.py's run_dump builds it, in a thread (MITMPROXY.md section 7)."""
     from helicone_addon.proxy import make_addons
 
     state: dict = {"ready": threading.Event()}
@@ -598,7 +598,7 @@ def test_e2e_calls_are_logged(fake, tmp_path, env_off):
 
 def test_cli_master_installs_fast_dispatch(monkeypatch):
     """`helicone-addon run` builds its master through fastdispatch.install (and survives without it)."""
-    from helicone_addon import cli
+    from helicone_addon.cli import proxy
 
     seen = {}
 
@@ -614,7 +614,7 @@ def test_cli_master_installs_fast_dispatch(monkeypatch):
     from mitmproxy.tools import main as mitm_main
 
     monkeypatch.setattr(mitm_main, "run", fake_run)
-    for run in (cli.run_dump, cli.run_web):
+    for run in (proxy.run_dump, proxy.run_web):
         monkeypatch.delenv("HELICONE_FAST_DISPATCH", raising=False)
         run([])
         assert seen["installed"] is True, run

@@ -72,7 +72,7 @@ def pg_count(url: str) -> tuple[int, int]:
 
 
 def cli(*args: str) -> dict | list:
-    res = subprocess.run([sys.executable, "-m", "helicone_addon.cli_reports", *args, "--json"],
+    res = subprocess.run([sys.executable, "-m", "helicone_addon", *args, "--json"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
@@ -289,7 +289,7 @@ def test_reports_over_postgres_equal_the_local_log(tmp_path, pg_url):
 
 
 def test_report_on_a_database_without_a_log_is_a_clear_error(pg_url):
-    res = subprocess.run([sys.executable, "-m", "helicone_addon.cli_reports", "report", "--db", pg_url],
+    res = subprocess.run([sys.executable, "-m", "helicone_addon", "report", "--db", pg_url],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert res.returncode == 1
     assert "no helicone-addon log" in res.stderr and "Traceback" not in res.stderr

@@ -3,7 +3,6 @@ independently here; plus the CLI handlers (exit codes, JSON/CSV/table output, er
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -15,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlite_utils
 
-from helicone_addon import cli_reports, render, reports
+from helicone_addon import cli, render, reports
+from helicone_addon.cli.output import fmt_usd
 from helicone_addon.reports import Filters, ReportError
 from helicone_addon.store import migrations
 
@@ -501,9 +501,7 @@ def test_session_tree_totals_include_children(log):
 
 
 def run(argv, capsys):
-    parser = argparse.ArgumentParser(prog="helicone-addon")
-    cli_reports.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = cli.build_parser().parse_args(argv)
     code = args.func(args)
     out, err = capsys.readouterr()
     return code, out, err
@@ -530,7 +528,7 @@ def test_cli_report_json_csv_table(db_path, log, capsys, monkeypatch):
             assert m in out
         (total,) = reports.report(log, [], Filters(users=["alice"]))
         (footer,) = [line for line in out.splitlines() if "TOTAL" in line]
-        assert f" {total['calls']:,} " in footer and cli_reports.fmt_usd(total["cost_usd"]) in footer
+        assert f" {total['calls']:,} " in footer and fmt_usd(total["cost_usd"]) in footer
         if plain:
             assert "│" not in out and out.splitlines()[1].startswith("-----")
 
@@ -588,7 +586,7 @@ def test_cli_logs(db_path, log, capsys, tmp_path, monkeypatch):
     code, out, _ = run(["logs", "--db", db_path, "-q", "glaciers", "-n", "0", "-s"], capsys)
     assert code == 0
     assert len(out.splitlines()) == len(reports.logs(log, limit=0, query="glaciers")) > 0
-    prompts = {cli_reports.prompt_text(r["request_body"]) for r in reports.logs(log, limit=0, query="glaciers")}
+    prompts = {render.prompt_text(r["request_body"]) for r in reports.logs(log, limit=0, query="glaciers")}
     assert {json.loads(line[line.index('"'):]) for line in out.splitlines()} == prompts
     code, out, err = run(["logs", "--db", db_path, "-q", "zebra"], capsys)
     assert code == 0 and "No calls match" in err
@@ -621,7 +619,7 @@ def test_cli_sessions(db_path, log, capsys):
 
 
 def test_main_entry_point(db_path, capsys):
-    assert cli_reports.main(["report", "--db", db_path, "--by", "none", "--json"]) == 0
+    assert cli.main(["report", "--db", db_path, "--by", "none", "--json"]) == 0
     (total,) = json.loads(capsys.readouterr().out)
     assert total["calls"] > 0
 
@@ -631,32 +629,32 @@ def test_main_entry_point(db_path, capsys):
 
 
 def test_prompt_and_response_text():
-    assert cli_reports.prompt_text(_openai_req("hi there", "m")) == "hi there"
+    assert render.prompt_text(_openai_req("hi there", "m")) == "hi there"
     anth = json.dumps({"system": "be brief", "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]})
-    assert cli_reports.prompt_text(anth) == "**system**: be brief\n\n**user**: hello"
+    assert render.prompt_text(anth) == "**system**: be brief\n\n**user**: hello"
     gem = json.dumps({"contents": [{"role": "user", "parts": [{"text": "bonjour"}]}]})
-    assert cli_reports.prompt_text(gem) == "bonjour"
-    assert cli_reports.prompt_text(json.dumps({"model": "m", "input": "ping"})) == "ping"
-    assert cli_reports.prompt_text("not json") == "not json"
+    assert render.prompt_text(gem) == "bonjour"
+    assert render.prompt_text(json.dumps({"model": "m", "input": "ping"})) == "ping"
+    assert render.prompt_text("not json") == "not json"
 
-    assert cli_reports.response_text(_openai_resp("fine")) == "fine"
+    assert render.response_text(None, _openai_resp("fine")) == "fine"
     sse = "".join(
         f"data: {json.dumps({'choices': [{'delta': {'content': t}}]})}\n\n" for t in ("Hel", "lo")
     ) + "data: [DONE]\n\n"
-    assert cli_reports.response_text(sse) == "Hello"
+    assert render.response_text(None, sse) == "Hello"
     anth_sse = (
         "event: message_start\ndata: {\"type\": \"message_start\", \"message\": {}}\n\n"
         "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"delta\": {\"type\": \"text_delta\", \"text\": \"Hi\"}}\n\n"
         "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"delta\": {\"type\": \"text_delta\", \"text\": \"!\"}}\n\n"
         "event: message_stop\ndata: {\"type\": \"message_stop\"}\n\n"
     )
-    assert cli_reports.response_text(anth_sse) == "Hi!"
+    assert render.response_text(None, anth_sse) == "Hi!"
     anth_json = json.dumps({"type": "message", "content": [{"type": "text", "text": "yo"}]})
-    assert cli_reports.response_text(anth_json) == "yo"
+    assert render.response_text(None, anth_json) == "yo"
     gem_arr = json.dumps([{"candidates": [{"content": {"parts": [{"text": "a"}]}}]},
                           {"candidates": [{"content": {"parts": [{"text": "b"}]}}]}])
-    assert cli_reports.response_text(gem_arr) == "ab"
+    assert render.response_text(None, gem_arr) == "ab"
     resp_api = json.dumps({"output": [{"type": "message", "content": [{"type": "output_text", "text": "ok"}]}]})
-    assert cli_reports.response_text(resp_api) == "ok"
-    assert cli_reports.response_text(json.dumps({"error": {"message": "bad key"}})) == "[error] bad key"
-    assert cli_reports.response_text("plain text") == "plain text"
+    assert render.response_text(None, resp_api) == "ok"
+    assert render.response_text(None, json.dumps({"error": {"message": "bad key"}})) == "[error] bad key"
+    assert render.response_text(None, "plain text") == "plain text"

@@ -1,16 +1,17 @@
-"""`helicone-addon`: run | web | env | report | logs | sessions | ui.
+"""`helicone-addon run` and `helicone-addon web`: mitmdump / mitmweb with the addons loaded.
 
-`run` and `web` are mitmdump / mitmweb with the addon loaded; every other argument goes to
-mitmproxy unchanged (-p, --mode, --set, --map-remote, -q, ...). Defaults: listen 127.0.0.1:8080.
+Every argument after the command goes to mitmproxy unchanged (-p, --mode, --set, --map-remote, -q,
+...). Defaults: listen 127.0.0.1:8080. `launch` runs one; `register` lists both in the top-level
+help (main() sends them here before argparse sees them).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
-from pathlib import Path
+
+COMMANDS = ("run", "web")
 
 
 def _with_defaults(args: list[str]) -> list[str]:
@@ -115,25 +116,7 @@ def print_help(cmd: str) -> None:
     print("\n".join(out), flush=True)
 
 
-def env_exports(confdir: str, proxy: str, data_dir: str | None = None) -> str:
-    from helicone_addon import security
-
-    ca = str(Path(confdir).expanduser() / "mitmproxy-ca-cert.pem")
-    lines = [
-        f"export HTTPS_PROXY={shlex.quote(proxy)}",
-        f"export HTTP_PROXY={shlex.quote(proxy)}",
-        "export NO_PROXY=localhost,127.0.0.1",
-        f"export SSL_CERT_FILE={shlex.quote(ca)}",
-        f"export REQUESTS_CA_BUNDLE={shlex.quote(ca)}",
-        f"export NODE_EXTRA_CA_CERTS={shlex.quote(ca)}",
-        security.env_export(data_dir),  # the local API's token, as Helicone's SDKs read it
-    ]
-    if not Path(ca).exists():
-        lines.insert(0, f"# note: {ca} does not exist yet; start the proxy once to create it")
-    return "\n".join(lines)
-
-
-def _optimized_reexec(argv: list[str]) -> None:
+def optimized_reexec(argv: list[str]) -> None:
     """Run the proxy under `python -O`: mitmproxy then skips its debug-only checks (a dataclass
     type check on every HTTP message, an event-type check on every state-machine step), about a
     fifth of its CPU per request. HELICONE_ADDON_NO_OPTIMIZE=1 keeps the plain interpreter."""
@@ -145,50 +128,26 @@ def _optimized_reexec(argv: list[str]) -> None:
         pass  # stay in this interpreter
 
 
-def main(argv: list[str] | None = None) -> int:
-    from_command_line = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if from_command_line and argv and argv[0] in ("run", "web"):
-        _optimized_reexec(argv)
-    if argv and argv[0] in ("run", "web"):
-        cmd, rest = argv[0], argv[1:]
-        if "-h" in rest or "--help" in rest:
-            print_help(cmd)
-        sys.argv[0] = f"helicone-addon {cmd}"  # mitmproxy's usage line names the program
-        if cmd == "web":
-            return run_web(rest)
-        from helicone_addon import workers
+def launch(cmd: str, rest: list[str]) -> int:
+    """Run `cmd` (run or web) with the mitmproxy arguments `rest`."""
+    if "-h" in rest or "--help" in rest:
+        print_help(cmd)
+    sys.argv[0] = f"helicone-addon {cmd}"  # mitmproxy's usage line names the program
+    if cmd == "web":
+        return run_web(rest)
+    from helicone_addon import workers
 
-        try:
-            n, rest = workers.split_workers_flag(rest)
-        except ValueError as e:
-            print(f"helicone-addon run: {e}", file=sys.stderr)
-            return 2
-        if n > 1:
-            return workers.run_workers(n, rest)
-        return run_dump(rest)
-
-    parser = argparse.ArgumentParser(
-        prog="helicone-addon",
-        description="Local LLM observability proxy. 'run'/'web' take any mitmdump/mitmweb options.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start the proxy (mitmdump options follow)")
-    sub.add_parser("web", help="start the proxy with mitmweb's UI (mitmweb options follow)")
-    p_env = sub.add_parser("env", help="print the shell exports an app needs to use the proxy")
-    p_env.add_argument("--confdir", default=os.environ.get("MITMPROXY_CONFDIR", "~/.mitmproxy"))
-    p_env.add_argument("--proxy", default="http://127.0.0.1:8080")
-    p_env.add_argument("--data-dir", default=None, help="the proxy's helicone_data_dir (default: ~/.helicone-addon)")
-    p_env.set_defaults(func=lambda a: print(env_exports(a.confdir, a.proxy, a.data_dir)) or 0)
-    from helicone_addon import cli_reports
-
-    cli_reports.register(sub)
-    from helicone_addon.export import cli as export_cli
-
-    export_cli.register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        n, rest = workers.split_workers_flag(rest)
+    except ValueError as e:
+        print(f"helicone-addon run: {e}", file=sys.stderr)
+        return 2
+    if n > 1:
+        return workers.run_workers(n, rest)
+    return run_dump(rest)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """List run and web in the top-level help; their arguments are mitmproxy's, never parsed here."""
+    subparsers.add_parser("run", help="start the proxy (mitmdump options follow)")
+    subparsers.add_parser("web", help="start the proxy with mitmweb's UI (mitmweb options follow)")
