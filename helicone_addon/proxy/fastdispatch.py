@@ -110,64 +110,26 @@ def uninstall(addons: AddonManager) -> bool:
     return True
 
 
-class _FastDispatch:
+class _HookPlans:
+    """Which handlers each hook has, in chain order: built once per hook, rebuilt when the addon
+    tree changes (an addon added or removed anywhere, or `configure`)."""
+
     def __init__(self, mgr: AddonManager) -> None:
         self.mgr = mgr
         self.generation = 0
         self._built_gen = -1
-        self._chain: list | None = None
+        self.chain: list | None = None
         self._chain_len = -1
         self._containers: tuple = ()
         self.plans: dict[str, tuple] = {}
         self.rebuilds = 0
-        # stock bound methods (class attributes), used for structural hooks and fallbacks
-        self._stock_trigger_event = types.MethodType(AddonManager.trigger_event, mgr)
-        self._stock_trigger = types.MethodType(AddonManager.trigger, mgr)
-        self._stock_register = types.MethodType(AddonManager.register, mgr)
-        self._stock_add = types.MethodType(AddonManager.add, mgr)
-        self._stock_remove = types.MethodType(AddonManager.remove, mgr)
-        self._stock_clear = types.MethodType(AddonManager.clear, mgr)
-        d = mgr.__dict__
-        d["_helicone_fast"] = self
-        d["trigger_event"] = self.trigger_event
-        d["trigger"] = self.trigger
-        d["handle_lifecycle"] = self.handle_lifecycle
-        d["register"] = self.register
-        d["add"] = self.add
-        d["remove"] = self.remove
-        d["clear"] = self.clear
 
-    # -- invalidation ------------------------------------------------------------------------------
     def invalidate(self) -> None:
         self.generation += 1
 
-    def register(self, addon):
-        try:
-            return self._stock_register(addon)
-        finally:
-            self.invalidate()
-
-    def add(self, *addons) -> None:
-        try:
-            self._stock_add(*addons)  # calls self.register (ours) per addon
-        finally:
-            self.invalidate()
-
-    def remove(self, addon) -> None:
-        try:
-            self._stock_remove(addon)
-        finally:
-            self.invalidate()
-
-    def clear(self) -> None:
-        try:
-            self._stock_clear()
-        finally:
-            self.invalidate()
-
     def _valid(self) -> bool:
         chain = self.mgr.chain
-        if self._built_gen != self.generation or chain is not self._chain or len(chain) != self._chain_len:
+        if self._built_gen != self.generation or chain is not self.chain or len(chain) != self._chain_len:
             return False
         for container, kids in self._containers:
             try:
@@ -188,7 +150,7 @@ class _FastDispatch:
             if hasattr(a, "addons"):
                 containers.append((a, tuple(a.addons)))
         self._containers = tuple(containers)
-        self._chain = chain
+        self.chain = chain
         self._chain_len = len(chain)
         self._built_gen = self.generation
         self.plans = {}
@@ -205,7 +167,7 @@ class _FastDispatch:
 
     def _build(self, name: str) -> tuple:
         groups = []
-        for idx, top in enumerate(self._chain):
+        for idx, top in enumerate(self.chain):
             handlers = []
             for a in traverse([top]):
                 try:
@@ -224,6 +186,60 @@ class _FastDispatch:
             if handlers:
                 groups.append((idx, top, tuple(handlers)))
         return tuple(groups)
+
+
+class _FastDispatch:
+    """Installed on an AddonManager: its trigger methods walk the cached plans; structural changes
+    (register, add, remove, clear) go the stock way and invalidate the plans."""
+
+    def __init__(self, mgr: AddonManager) -> None:
+        self.mgr = mgr
+        self.hooks = _HookPlans(mgr)
+        # stock bound methods (class attributes), used for structural hooks and fallbacks
+        self._stock_trigger_event = types.MethodType(AddonManager.trigger_event, mgr)
+        self._stock_trigger = types.MethodType(AddonManager.trigger, mgr)
+        self._stock_register = types.MethodType(AddonManager.register, mgr)
+        self._stock_add = types.MethodType(AddonManager.add, mgr)
+        self._stock_remove = types.MethodType(AddonManager.remove, mgr)
+        self._stock_clear = types.MethodType(AddonManager.clear, mgr)
+        d = mgr.__dict__
+        d["_helicone_fast"] = self
+        d["trigger_event"] = self.trigger_event
+        d["trigger"] = self.trigger
+        d["handle_lifecycle"] = self.handle_lifecycle
+        d["register"] = self.register
+        d["add"] = self.add
+        d["remove"] = self.remove
+        d["clear"] = self.clear
+
+    @property
+    def rebuilds(self) -> int:
+        return self.hooks.rebuilds
+
+    # -- structural changes: stock, then the plans are stale -------------------------------------
+    def register(self, addon):
+        try:
+            return self._stock_register(addon)
+        finally:
+            self.hooks.invalidate()
+
+    def add(self, *addons) -> None:
+        try:
+            self._stock_add(*addons)  # calls self.register (ours) per addon
+        finally:
+            self.hooks.invalidate()
+
+    def remove(self, addon) -> None:
+        try:
+            self._stock_remove(addon)
+        finally:
+            self.hooks.invalidate()
+
+    def clear(self) -> None:
+        try:
+            self._stock_clear()
+        finally:
+            self.hooks.invalidate()
 
     # -- dispatch ----------------------------------------------------------------------------------
     @staticmethod
@@ -251,13 +267,14 @@ class _FastDispatch:
                 await self._stock_trigger_event(event)
             finally:
                 if name == "configure":
-                    self.invalidate()
+                    self.hooks.invalidate()
             return
-        plan = self.plan(name)
+        hooks = self.hooks
+        plan = hooks.plan(name)
         if not plan:
             return
-        chain = self._chain
-        gen = self.generation
+        chain = hooks.chain
+        gen = hooks.generation
         args = event.args()
         for idx, top, handlers in plan:
             try:
@@ -269,7 +286,7 @@ class _FastDispatch:
                     res = func(*args)
                     if res is not None and inspect.isawaitable(res):
                         await res
-                    if self.generation != gen:  # an addon was added/removed: finish the stock way
+                    if hooks.generation != gen:  # an addon was added/removed: finish the stock way
                         await self._rest_of_group_stock(top, a, event)
                         break
             except exceptions.AddonHalt:
@@ -278,7 +295,7 @@ class _FastDispatch:
                 raise
             except Exception:  # noqa: BLE001 - what safecall() does
                 self._log_error("trigger_event")
-            if self.generation != gen:
+            if hooks.generation != gen:
                 await self._rest_of_chain_stock(chain, idx + 1, event)
                 return
 
@@ -310,13 +327,14 @@ class _FastDispatch:
                 self._stock_trigger(event)
             finally:
                 if name == "configure":
-                    self.invalidate()
+                    self.hooks.invalidate()
             return
-        plan = self.plan(name)
+        hooks = self.hooks
+        plan = hooks.plan(name)
         if not plan:
             return
-        chain = self._chain
-        gen = self.generation
+        chain = hooks.chain
+        gen = hooks.generation
         args = event.args()
         for idx, top, handlers in plan:
             try:
@@ -334,7 +352,7 @@ class _FastDispatch:
                                 f"Async handler {name} ({a}) cannot be called from sync context"
                             )
                     func(*args)
-                    if self.generation != gen:
+                    if hooks.generation != gen:
                         self._rest_of_group_stock_sync(top, a, event)
                         break
             except exceptions.AddonHalt:
@@ -343,7 +361,7 @@ class _FastDispatch:
                 raise
             except Exception:  # noqa: BLE001 - what safecall() does
                 self._log_error("trigger")
-            if self.generation != gen:
+            if hooks.generation != gen:
                 j = idx + 1
                 while j < len(chain):
                     i = chain[j]
@@ -370,5 +388,5 @@ class _FastDispatch:
     async def handle_lifecycle(self, event: hooks.Hook) -> None:
         message = event.args()[0]
         await self.trigger_event(event)
-        if isinstance(message, flow.Flow) and self.plan("update"):
+        if isinstance(message, flow.Flow) and self.hooks.plan("update"):
             await self.trigger_event(hooks.UpdateHook([message]))
