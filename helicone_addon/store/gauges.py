@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+
+logger = logging.getLogger(__name__)
 
 
 def write_gauges(path: str | os.PathLike, values: dict[str, int]) -> None:
@@ -18,6 +21,19 @@ def write_gauges(path: str | os.PathLike, values: dict[str, int]) -> None:
             )
     finally:
         conn.close()
+
+
+def bump_counter(conn: sqlite3.Connection, name: str, n: int) -> None:
+    """Add `n` to the counter `name` (the writer's own connection; a failure is only logged)."""
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO store_counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                [name, n],
+            )
+    except sqlite3.Error as e:
+        logger.debug("helicone: could not add %d to store counter %s: %s", n, name, e)
 
 
 def has_table(path: str | os.PathLike, table: str) -> bool:

@@ -532,7 +532,7 @@ async def drive(addon: Chain, f: http.HTTPFlow, sc: dict) -> None:
 def fast_retries(monkeypatch):
     """The store retries a failed write 5 times with back-off (1.5 s in all) before spilling. A
     failure is a finding here either way; skip the sleeps so that shrinking one stays quick."""
-    import helicone_addon.store as store_mod
+    import helicone_addon.store.writer as store_mod
 
     fast = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
     fast.sleep = lambda s: None

@@ -205,7 +205,7 @@ def test_a_relay_bug_is_a_json_502_and_the_proxy_survives(monkeypatch):
         async def boom(*a, **kw):
             raise RuntimeError("kaputt")
 
-        monkeypatch.setattr(relay, "_send", boom)
+        monkeypatch.setattr(relay.clients, "send", boom)
         async with httpx.AsyncClient(trust_env=False) as c:
             r = await send_to_relay(c, f)
             stray = await c.post(f"http://127.0.0.1:{relay.port}/x", headers={TOKEN_HEADER: "nope"})
