@@ -102,4 +102,9 @@ spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
 quiet_pip -e "$spec" || { echo "bootstrap: pip install -e '$spec' failed" >&2; exit 1; }
 .venv/bin/python -c 'import helicone_addon, mitmproxy' || { echo "bootstrap: install failed" >&2; exit 1; }
+# The proxy runs under `python -O`: compile what it imports for -O once, here. (Without it, and with
+# PYTHONDONTWRITEBYTECODE set, every start would compile mitmproxy again: seconds of startup.)
+env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -O -c \
+  'import sys; from helicone_addon.cli.proxy import precompile_optimized as p; sys.exit(p())' \
+  || echo "bootstrap: could not compile for python -O; the proxy runs without -O" >&2
 echo "bootstrap: ready (.venv/bin/helicone-addon; .venv/bin holds sqlite-utils and the other tools)"

@@ -116,11 +116,57 @@ def print_help(cmd: str) -> None:
     print("\n".join(out), flush=True)
 
 
+# What the proxy imports at start or on its first calls (lazily): their packages are compiled for -O.
+RUNTIME_MODULES = (
+    "mitmproxy.tools.dump", "mitmproxy.tools.web.master", "helicone_addon.proxy", "helicone_addon.proxy.relay",
+    "helicone_addon.api", "helicone_addon.ui", "helicone_addon.exporters.otel", "helicone_addon.record",
+    "httpcore", "sqlite_utils",
+)
+
+
+def _optimized_bytecode_ready() -> bool:
+    """Whether `python -O` finds compiled code: without it (and with PYTHONDONTWRITEBYTECODE set, or
+    site-packages read-only) every start compiles mitmproxy and its dependencies again, seconds of
+    startup and of stalls on the first calls, far more than -O saves."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mitmproxy")  # a top-level spec: nothing is imported
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    source = os.path.join(spec.submodule_search_locations[0], "proxy", "layers", "http", "__init__.py")
+    return os.path.exists(importlib.util.cache_from_source(source, optimization=1))
+
+
+def precompile_optimized() -> int:
+    """Compile, for `python -O`, every package the proxy imports (bootstrap.sh runs this once)."""
+    import compileall
+    import importlib
+    from pathlib import Path
+
+    for name in RUNTIME_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional part not installed
+            pass
+    dirs = set()
+    for mod in list(sys.modules.values()):
+        top = (getattr(mod, "__spec__", None) and mod.__spec__.parent or "").split(".")[0]
+        path = getattr(sys.modules.get(top), "__path__", None)
+        if path:
+            dirs.update(Path(p) for p in path)
+    for d in sorted(dirs):
+        compileall.compile_dir(d, quiet=2, optimize=1, workers=0)  # a file that does not compile is skipped
+    return 0 if _optimized_bytecode_ready() else 1
+
+
 def optimized_reexec(argv: list[str]) -> None:
     """Run the proxy under `python -O`: mitmproxy then skips its debug-only checks (a dataclass
     type check on every HTTP message, an event-type check on every state-machine step), about a
-    fifth of its CPU per request. HELICONE_ADDON_NO_OPTIMIZE=1 keeps the plain interpreter."""
+    fifth of its CPU per request. Only when the optimized bytecode exists or can be written (see
+    `_optimized_bytecode_ready`). HELICONE_ADDON_NO_OPTIMIZE=1 keeps the plain interpreter."""
     if sys.flags.optimize or os.environ.get("HELICONE_ADDON_NO_OPTIMIZE") == "1":
+        return
+    if sys.dont_write_bytecode and not _optimized_bytecode_ready():
         return
     try:
         os.execv(sys.executable, [sys.executable, "-O", "-m", "helicone_addon", *argv])

@@ -179,3 +179,27 @@ def test_editable_build_says_nothing(tmp_path):
     assert (tmp_path / r.stdout.strip().splitlines()[-1]).is_file()
     for noise in ("!!", "Warning", "Editable installation", "Deprecat"):
         assert noise not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(("no_bytecode", "compiled", "reexec"), [
+    (True, False, False),  # PYTHONDONTWRITEBYTECODE and nothing compiled for -O: every start would compile
+    (True, True, True),  # bootstrap.sh compiled it
+    (False, False, True),  # the first start writes the -O bytecode
+])
+def test_the_proxy_runs_under_python_O_only_when_its_bytecode_is_there(monkeypatch, no_bytecode, compiled, reexec):
+    from helicone_addon.cli import proxy
+
+    calls = []
+    monkeypatch.delenv("HELICONE_ADDON_NO_OPTIMIZE", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", no_bytecode)
+    monkeypatch.setattr(proxy, "_optimized_bytecode_ready", lambda: compiled)
+    monkeypatch.setattr(proxy.os, "execv", lambda exe, argv: calls.append(argv))
+    proxy.optimized_reexec(["run", "-q"])
+    assert calls == ([[sys.executable, "-O", "-m", "helicone_addon", "run", "-q"]] if reexec else [])
+
+
+def test_bootstrap_compiled_the_proxy_for_python_O():
+    """README's install command ran bootstrap.sh for this venv: mitmproxy's bytecode for -O is there."""
+    from helicone_addon.cli import proxy
+
+    assert proxy._optimized_bytecode_ready()

@@ -108,8 +108,8 @@ class Chain:
     def error(self, f) -> None:
         self._sync("error", f)
 
-    def running(self) -> None:
-        self._sync("running")
+    async def running(self) -> None:
+        await self._async("running")
 
     async def done(self) -> None:
         await self._async("done")
@@ -547,7 +547,7 @@ def test_hooks_never_raise_and_every_call_is_logged(tmp_path, fast_retries):
         tctx.configure(addon.addons[0], helicone_data_dir=str(tmp_path / "data"), helicone_api_port=0)
 
         async def start() -> None:
-            addon.running()
+            await addon.running()
 
         loop.run_until_complete(start())
         store = addon.get("HeliconeLog").store
