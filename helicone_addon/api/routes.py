@@ -56,12 +56,20 @@ def _set_feedback(b: Backend, rid: str, rating: bool) -> None:
         )
 
 
-@endpoint()
-async def feedback(request: Request) -> Response:
-    rid = request_id(request.path_params["id"])
-    rating = _rating(await json_object(request))
-    await run_in_threadpool(_set_feedback, _backend(request), rid, rating)
-    return envelope(201)
+def _request_write(name: str, parse, write):
+    """POST /v1/request/{id}/<name>: the body checked by `parse`, then `write(backend, id, value)` off the loop."""
+
+    async def route(request: Request) -> Response:
+        rid = request_id(request.path_params["id"])
+        value = parse(await json_object(request))
+        await run_in_threadpool(write, _backend(request), rid, value)
+        return envelope(201)
+
+    route.__name__ = name
+    return endpoint()(route)
+
+
+feedback = _request_write("feedback", _rating, _set_feedback)
 
 
 @endpoint()
@@ -106,12 +114,7 @@ def _set_scores(b: Backend, rid: str, values: list[tuple[str, int]]) -> None:
         )
 
 
-@endpoint()
-async def score(request: Request) -> Response:
-    rid = request_id(request.path_params["id"])
-    values = _score_values(await json_object(request))
-    await run_in_threadpool(_set_scores, _backend(request), rid, values)
-    return envelope(201)
+score = _request_write("score", _score_values, _set_scores)
 
 
 def _set_property(b: Backend, rid: str, key: str, value: str) -> None:
