@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py                       # full run (~9 minutes)
     .venv/bin/python scripts/bench.py --quick               # short run (~3 minutes)
     .venv/bin/python scripts/bench.py --json bench.json     # also write the results as JSON
+    .venv/bin/python scripts/bench.py --quick --baseline /tmp/old   # also the addon of another checkout
     .venv/bin/python scripts/bench.py --streams-only --streams 250,1000,2500 [--streams-nofile 1024]
 
 Everything runs on loopback and is started by this script, each in its own process:
@@ -64,6 +65,7 @@ CONFIG_HELP = {
     "bare": "mitmdump -q, reverse mode",
     "addon": "helicone-addon run -q, reverse mode (fast dispatch)",
     "addon-stock": "helicone-addon run -q, reverse mode, HELICONE_FAST_DISPATCH=0",
+    "addon-base": "addon as it is in the --baseline checkout (same venv, same options)",
     "addon-otlp": "addon, plus an OpenTelemetry span per call to an OTLP/HTTP collector (Prometheus is always on)",
     "bare-https": "mitmdump, regular mode, CONNECT + TLS interception, map_remote",
     "addon-https": "helicone-addon run, regular mode (HTTPS_PROXY), TLS interception, map_remote",
@@ -466,7 +468,7 @@ class Bench:
 
     # -- processes -------------------------------------------------------------------------------
     def spawn(self, argv: list[str], name: str, env: dict | None = None, cpus: set[int] | None = None,
-              stdout=None, nofile: int | None = None) -> subprocess.Popen:
+              stdout=None, nofile: int | None = None, cwd: Path | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child, closed below
 
         def pre() -> None:
@@ -479,7 +481,7 @@ class Bench:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=stdout or log, stderr=log,
+            argv, cwd=cwd or ROOT, env={**os.environ, **(env or {})}, stdout=stdout or log, stderr=log,
             stdin=subprocess.DEVNULL, preexec_fn=pre, start_new_session=True,  # noqa: PLW1509 - no threads here
         )
         log.close()
@@ -546,7 +548,7 @@ class Bench:
             argv = [mitmdump, *common, *reverse]
         elif name == "bare-https":
             argv = [mitmdump, *common, *regular]
-        elif name in ("addon", "addon-stock", "addon-rss", "addon-otlp"):
+        elif name in ("addon", "addon-stock", "addon-rss", "addon-otlp", "addon-base"):
             argv = [*addon, *common, *reverse, *helicone]
             if name == "addon-stock":
                 env["HELICONE_FAST_DISPATCH"] = "0"
@@ -558,7 +560,8 @@ class Bench:
             return self.start_litellm(port)
         else:
             raise ValueError(name)
-        proc = self.spawn(argv, name, env=env, cpus=self.proxy_cpus)
+        cwd = Path(self.args.baseline).resolve() if name == "addon-base" else None  # its helicone_addon
+        proc = self.spawn(argv, name, env=env, cpus=self.proxy_cpus, cwd=cwd)
         wait_port(port, proc)
         info = {"host": "127.0.0.1", "port": port, "pid": proc.pid, "proc": proc}
         if "https" in name:
@@ -646,6 +649,8 @@ class Bench:
             self.results["streams"] = self.run_streams()
             return self.results
         configs = [c for c in a.configs.split(",") if c]
+        if a.baseline and "addon-base" not in configs:
+            configs.append("addon-base")
         if "litellm" in configs and not self.litellm_available():
             configs.remove("litellm")
             self.results["notes"].append("litellm: not installed (optional), skipped")
@@ -923,14 +928,14 @@ def ratios(results: dict) -> list[dict]:
     concs = sorted({c["conc"] for c in results["cells"]})
     for kind in kinds:
         for conc in concs:
-            d, b, ad, st, bh, ah, ot = (cell(results, name, kind, conc) for name in
-                                        ("direct", "bare", "addon", "addon-stock", "bare-https", "addon-https",
-                                         "addon-otlp"))
+            d, b, ad, st, bh, ah, ot, ab = (cell(results, name, kind, conc) for name in
+                                            ("direct", "bare", "addon", "addon-stock", "bare-https", "addon-https",
+                                             "addon-otlp", "addon-base"))
             out.append({
                 "kind": kind, "conc": conc,
                 "addon/bare": _div(ad, b), "addon/direct": _div(ad, d), "addon-stock/bare": _div(st, b),
                 "addon-https/bare-https": _div(ah, bh), "addon-https/bare": _div(ah, b),
-                "addon-otlp/addon": _div(ot, ad),
+                "addon-otlp/addon": _div(ot, ad), "addon/addon-base": _div(ad, ab),
                 "addon p50 - bare p50 ms": _sub(ad, b, "p50_ms"),
                 "addon p50 - direct p50 ms": _sub(ad, d, "p50_ms"),
                 "addon TTFC - direct TTFC ms": _sub(ad, d, "ttfc_p50_ms"),
@@ -965,6 +970,7 @@ def targets(results: dict) -> list[tuple[str, str, str, str, bool | None]]:
          ">= 0.90x", lambda v: v >= 0.90)
     tput("exporters on / off: addon-otlp / addon, req/s, c=8 JSON", "addon-otlp", "addon", ">= 0.95x",
          lambda v: v >= 0.95)
+    tput("addon now / addon at --baseline, req/s, c=8 JSON", "addon", "addon-base", ">= 0.97x", lambda v: v >= 0.97)
     a1, b1, d1 = g("addon", "json", 1), g("bare", "json", 1), g("direct", "stream", 1)
     check("added p50 over bare, c=1 JSON", (a1["p50_ms"] - b1["p50_ms"]) if a1 and b1 else None,
           "<= 0.5 ms", lambda v: v <= 0.5, "{:+.2f} ms")
@@ -1071,6 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default="direct,bare,addon,addon-stock,bare-https,addon-https",
                    help="comma-separated (litellm is added when installed)")
     p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--baseline", metavar="DIR", help="a checkout of another commit (git worktree add DIR REV): "
+                   "adds the config addon-base, its helicone_addon run with this venv")
     p.add_argument("--seconds", type=float, help="measurement window per run (default 2.5, quick 1)")
     p.add_argument("--warmup", type=float, help="warm-up per run (default 0.5, quick 0.3)")
     p.add_argument("--rounds", type=int, help="alternation rounds per cell (default 4, quick 2)")
