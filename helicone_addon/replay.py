@@ -2,7 +2,7 @@
 
 Pure module: no mitmproxy import. The proxy side (the addon) uses it like this::
 
-    recs = Recordings.load(path)                   # a helicone.db log or a cassette file
+    recs = load_recordings(path)                   # helicone_addon.export.cassette: a log or a cassette
     key = replay_key(method, url, body, headers, seed, ignore_keys)
     rec = recs.next(key)                           # None: no recording for this call
     for delay_s, chunk in schedule(rec, speed):    # a stream: wait, then send the chunk
@@ -51,8 +51,6 @@ __all__ = [
     "split_events",
 ]
 
-LOG_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
-CASSETTE_SUFFIXES = frozenset({".yaml", ".yml", ".cassette", ".json"})
 
 #: URL query parameters that carry a provider credential (Gemini `key=`, Azure-style `api-key=`).
 CREDENTIAL_QUERY_PARAMS = frozenset({"key", "api-key", "api_key"})
@@ -429,30 +427,6 @@ class Recordings:
         finally:
             if own:
                 db.close()
-
-    @classmethod
-    def from_cassette(cls, path: str | Path) -> Recordings:
-        from .export.cassette import read_cassette
-
-        return cls(read_cassette(path))
-
-    @classmethod
-    def load(cls, path: str | Path) -> Recordings:
-        """A SQLite log or a cassette file, told apart by the name (.db / .sqlite / .sqlite3 is a log),
-        else by the first bytes.
-
-        Never peek into a database this process has open through SQLite (the proxy's own log): closing
-        any other descriptor of that file drops SQLite's POSIX locks on it, and other processes then
-        stop seeing its writes. Call `from_log` for it."""
-        p = Path(path)
-        if p.suffix.lower() in LOG_SUFFIXES:
-            return cls.from_log(p)
-        if p.suffix.lower() not in CASSETTE_SUFFIXES:
-            with open(p, "rb") as f:
-                head = f.read(16)
-            if head.startswith(b"SQLite format 3"):
-                return cls.from_log(p)
-        return cls.from_cassette(p)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import MODEL, OPENAI_HOST, PATH, make_body, pct
+from _util import MODEL, OPENAI_HOST, PATH, make_body, pct
 
 
 def _thread_cpu(thread: threading.Thread | None) -> float:

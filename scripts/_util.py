@@ -1,7 +1,8 @@
-"""Process helpers shared by scripts/bench.py and scripts/soak.py (loopback only)."""
+"""Helpers shared by scripts/bench.py, its parts (_bench_writer.py, ...) and scripts/soak.py (loopback only)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -25,3 +26,24 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"port {port} not listening after {timeout}s")
+
+
+MODEL = "gpt-4o-mini"
+OPENAI_HOST = "api.openai.com"
+PATH = "/v1/chat/completions"
+
+
+def make_body(stream: bool, marker: str = "") -> bytes:
+    body: dict = {"model": MODEL, "messages": [{"role": "user", "content": f"Say hello{marker}"}]}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body).encode()
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]

@@ -54,10 +54,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-MODEL = "gpt-4o-mini"
-OPENAI_HOST = "api.openai.com"
-PATH = "/v1/chat/completions"
+from _util import MODEL, OPENAI_HOST, PATH, make_body, pct  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 CONFIG_HELP = {
@@ -219,14 +219,6 @@ def serve_upstream(chunk_delay_ms: float) -> None:
 # =================================================================================================
 # load generator (child process: bench.py --loadgen SPEC)
 # =================================================================================================
-def make_body(stream: bool, marker: str = "") -> bytes:
-    body: dict = {"model": MODEL, "messages": [{"role": "user", "content": f"Say hello{marker}"}]}
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    return json.dumps(body).encode()
-
-
 def loadgen(spec: dict) -> None:
     """Closed loop: `conc` workers on keep-alive connections, each sending back to back.
 
@@ -442,14 +434,6 @@ def rss_kb(pid: int, tree: bool = False) -> int:
         except OSError:
             continue
     return total
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
-    return s[k]
 
 
 class Bench:

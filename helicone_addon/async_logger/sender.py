@@ -19,7 +19,7 @@ from .call import Call
 from .payload import build_payload
 
 if TYPE_CHECKING:
-    from .logger import HeliconeAsyncLogger
+    from .owner import Owner
 
 logger = logging.getLogger(__package__)
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__package__)
 class HttpSender:
     """Sends the calls of `owner` (its endpoint, api_key, data_dir, timeout, provider; counts in its counters)."""
 
-    def __init__(self, owner: HeliconeAsyncLogger, max_queue: int) -> None:
+    def __init__(self, owner: Owner, max_queue: int) -> None:
         self._owner = owner
         self._queue: queue.Queue[Call | None] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name="helicone-async-log-sender", daemon=True)

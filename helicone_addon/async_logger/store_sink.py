@@ -12,7 +12,7 @@ from .. import providers
 from .call import Call
 
 if TYPE_CHECKING:
-    from .logger import HeliconeAsyncLogger
+    from .owner import Owner
 
 logger = logging.getLogger(__package__)
 
@@ -20,7 +20,7 @@ logger = logging.getLogger(__package__)
 class StoreSink:
     """Writes the calls of `owner` (its db_path, provider, price_overrides, estimate; counts in its counters)."""
 
-    def __init__(self, owner: HeliconeAsyncLogger) -> None:
+    def __init__(self, owner: Owner) -> None:
         self._owner = owner
         try:
             from ..store import LogStore

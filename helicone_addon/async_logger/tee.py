@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .call import Call
 
 if TYPE_CHECKING:
-    from .logger import HeliconeAsyncLogger
+    from .owner import Owner
 
 
 def _find_base(obj: Any, name: str) -> type | None:
@@ -40,7 +40,7 @@ def tee_class(stream: Any, is_async: bool) -> type:
 
 
 class _TeeBase:
-    def __init__(self, inner: Any, call: Call, owner: HeliconeAsyncLogger) -> None:
+    def __init__(self, inner: Any, call: Call, owner: Owner) -> None:
         self._inner = inner
         self._call = call
         self._owner = owner

@@ -17,12 +17,12 @@ from .call import Call
 from .meta import request_id
 
 if TYPE_CHECKING:
-    from .logger import HeliconeAsyncLogger
+    from .owner import Owner
 
 logger = logging.getLogger(__package__)
 
 
-def instrument(client: Any, owner: HeliconeAsyncLogger) -> Any:
+def instrument(client: Any, owner: Owner) -> Any:
     """Wrap the transports of an openai / anthropic client (sync or async), or an httpx / httpx2 client, in place."""
     sdk = type(client).__module__.partition(".")[0]
     sdk = sdk if sdk in ("openai", "anthropic") else None
@@ -45,7 +45,7 @@ def instrument(client: Any, owner: HeliconeAsyncLogger) -> Any:
     return client
 
 
-def _wrap(transport: Any, owner: HeliconeAsyncLogger, sdk: str | None, is_async: bool) -> Any:
+def _wrap(transport: Any, owner: Owner, sdk: str | None, is_async: bool) -> Any:
     if isinstance(transport, _TransportBase) and transport._owner is owner:
         return transport
     cls = _AsyncLoggingTransport if is_async else _SyncLoggingTransport
@@ -61,7 +61,7 @@ def _request_body(request: Any) -> bytes | None:
 
 
 class _TransportBase:
-    def __init__(self, inner: Any, owner: HeliconeAsyncLogger, sdk: str | None) -> None:
+    def __init__(self, inner: Any, owner: Owner, sdk: str | None) -> None:
         self._inner = inner
         self._owner = owner
         self._sdk = sdk

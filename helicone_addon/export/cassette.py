@@ -44,7 +44,7 @@ from typing import Any, TextIO
 import yaml
 
 from .. import __version__
-from ..replay import Recording, key_of_request, recording_from_row, timed_chunks
+from ..replay import Recording, Recordings, key_of_request, recording_from_row, timed_chunks
 from .rows import header_dict, row_url
 
 VERSION = 1
@@ -271,3 +271,25 @@ def read_cassette(path: str | Path) -> list[Recording]:
     if not isinstance(calls, list):
         raise CassetteError(f"{p}: 'calls' must be a list")
     return [recording_from_entry(e, f"{p.name}: calls[{i}]") for i, e in enumerate(calls)]
+
+
+LOG_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
+CASSETTE_SUFFIXES = frozenset({".yaml", ".yml", ".cassette", ".json"})
+
+
+def load_recordings(path: str | Path) -> Recordings:
+    """The recordings of a SQLite log or of a cassette file, told apart by the name (.db / .sqlite /
+    .sqlite3 is a log), else by the first bytes.
+
+    Never peek into a database this process has open through SQLite (the proxy's own log): closing
+    any other descriptor of that file drops SQLite's POSIX locks on it, and other processes then
+    stop seeing its writes. Use `Recordings.from_log` for it."""
+    p = Path(path)
+    if p.suffix.lower() in LOG_SUFFIXES:
+        return Recordings.from_log(p)
+    if p.suffix.lower() not in CASSETTE_SUFFIXES:
+        with open(p, "rb") as f:
+            head = f.read(16)
+        if head.startswith(b"SQLite format 3"):
+            return Recordings.from_log(p)
+    return Recordings(read_cassette(p))

@@ -22,6 +22,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from helicone_addon import headers, replay
+from helicone_addon.export.cassette import load_recordings
 from helicone_addon.proxy.flowrecord import FlowRecord, json_response, record_of, short_circuit
 
 logger = logging.getLogger("helicone_addon")
@@ -137,8 +138,8 @@ class HeliconeReplay:
             path = Path(source).expanduser() if source else (log.db_path if log is not None else None)
             try:
                 if source:
-                    self.recordings = replay.Recordings.load(path)
-                else:  # our own log, open in this process: through SQLite only (see Recordings.load)
+                    self.recordings = load_recordings(path)
+                else:  # our own log, open in this process: through SQLite only (see load_recordings)
                     self.recordings = replay.Recordings.from_log(path) if path is not None else replay.Recordings()
             except Exception:
                 logger.exception("helicone: cannot read recordings from %s; replaying nothing", path)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from helicone_addon import replay
 from helicone_addon.export import export_log
-from helicone_addon.export.cassette import CassetteError, read_cassette, write_cassette
+from helicone_addon.export.cassette import CassetteError, load_recordings, read_cassette, write_cassette
 from helicone_addon.headers import parse
 from helicone_addon.record import CallState, build_row
 from helicone_addon.store import migrations
@@ -201,4 +201,4 @@ def test_empty_cassette_and_export_from_a_log(tmp_path):
     assert (res.written, res.skipped) == (2, 1)
     recs = load(out.getvalue(), tmp_path)
     assert [r.streamed for r in recs] == [False, True]
-    assert replay.Recordings.load(tmp_path / "h.db").keys() == replay.Recordings(recs).keys()
+    assert load_recordings(tmp_path / "h.db").keys() == replay.Recordings(recs).keys()

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helicone_addon import cache, replay
+from helicone_addon.export.cassette import load_recordings
 from helicone_addon.headers import CallOptions
 from helicone_addon.record import CallState, build_row
 from helicone_addon.replay import Chunk, Recording, Recordings, replay_key, schedule, split_events
@@ -161,7 +162,7 @@ def test_from_log_takes_successful_recordings_in_order(tmp_path):
     key = replay_key("POST", URL, BODY)
     assert recs.next(key).body == b'{"n": 1}' and recs.next(key).body == b'{"n": 2}'
     db.close()
-    assert len(Recordings.load(tmp_path / "h.db")) == 2  # by path, SQLite detected
+    assert len(load_recordings(tmp_path / "h.db")) == 2  # by path, SQLite detected
     with pytest.raises(FileNotFoundError):
         Recordings.from_log(tmp_path / "missing.db")
 
