@@ -124,23 +124,37 @@ RUNTIME_MODULES = (
 )
 
 
-def _optimized_bytecode_ready() -> bool:
-    """Whether `python -O` finds compiled code: without it (and with PYTHONDONTWRITEBYTECODE set, or
-    site-packages read-only) every start compiles mitmproxy and its dependencies again, seconds of
-    startup and of stalls on the first calls, far more than -O saves."""
+def _mitmproxy_http_source() -> str | None:
+    """The source file of mitmproxy's HTTP layer (found without importing mitmproxy)."""
     import importlib.util
 
     spec = importlib.util.find_spec("mitmproxy")  # a top-level spec: nothing is imported
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(spec.submodule_search_locations[0], "proxy", "layers", "http", "__init__.py")
+
+
+def _optimized_bytecode_ready() -> bool:
+    """Whether `python -O` will find mitmproxy compiled for it: already there (bootstrap.sh), or
+    writable on the first start. Otherwise (PYTHONDONTWRITEBYTECODE set, or a read-only
+    site-packages) every start would compile mitmproxy and its dependencies again: seconds of
+    startup and of stalls on the first calls, far more than -O saves."""
+    import importlib.util
+
+    source = _mitmproxy_http_source()
+    if source is None:
         return False
-    source = os.path.join(spec.submodule_search_locations[0], "proxy", "layers", "http", "__init__.py")
-    return os.path.exists(importlib.util.cache_from_source(source, optimization=1))
+    cached = importlib.util.cache_from_source(source, optimization=1)
+    if os.path.exists(cached):
+        return True
+    return not sys.dont_write_bytecode and os.access(os.path.dirname(os.path.dirname(cached)), os.W_OK)
 
 
 def precompile_optimized() -> int:
     """Compile, for `python -O`, every package the proxy imports (bootstrap.sh runs this once)."""
     import compileall
     import importlib
+    import importlib.util
     from pathlib import Path
 
     for name in RUNTIME_MODULES:
@@ -156,7 +170,8 @@ def precompile_optimized() -> int:
             dirs.update(Path(p) for p in path)
     for d in sorted(dirs):
         compileall.compile_dir(d, quiet=2, optimize=1, workers=0)  # a file that does not compile is skipped
-    return 0 if _optimized_bytecode_ready() else 1
+    source = _mitmproxy_http_source()
+    return 0 if source and os.path.exists(importlib.util.cache_from_source(source, optimization=1)) else 1
 
 
 def optimized_reexec(argv: list[str]) -> None:
@@ -164,9 +179,7 @@ def optimized_reexec(argv: list[str]) -> None:
     type check on every HTTP message, an event-type check on every state-machine step), about a
     fifth of its CPU per request. Only when the optimized bytecode exists or can be written (see
     `_optimized_bytecode_ready`). HELICONE_ADDON_NO_OPTIMIZE=1 keeps the plain interpreter."""
-    if sys.flags.optimize or os.environ.get("HELICONE_ADDON_NO_OPTIMIZE") == "1":
-        return
-    if sys.dont_write_bytecode and not _optimized_bytecode_ready():
+    if sys.flags.optimize or os.environ.get("HELICONE_ADDON_NO_OPTIMIZE") == "1" or not _optimized_bytecode_ready():
         return
     try:
         os.execv(sys.executable, [sys.executable, "-O", "-m", "helicone_addon", *argv])

@@ -22,7 +22,6 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from helicone_addon import headers, replay
-from helicone_addon.export.cassette import load_recordings
 from helicone_addon.proxy.flowrecord import FlowRecord, json_response, record_of, short_circuit
 
 logger = logging.getLogger("helicone_addon")
@@ -137,7 +136,9 @@ class HeliconeReplay:
             log = ctx.master.addons.get("heliconelog")
             path = Path(source).expanduser() if source else (log.db_path if log is not None else None)
             try:
-                if source:
+                if source:  # a cassette or another log (the cassette format's module tells them apart)
+                    from helicone_addon.export.cassette import load_recordings
+
                     self.recordings = load_recordings(path)
                 else:  # our own log, open in this process: through SQLite only (see load_recordings)
                     self.recordings = replay.Recordings.from_log(path) if path is not None else replay.Recordings()

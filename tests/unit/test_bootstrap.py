@@ -181,18 +181,30 @@ def test_editable_build_says_nothing(tmp_path):
         assert noise not in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize(("no_bytecode", "compiled", "reexec"), [
-    (True, False, False),  # PYTHONDONTWRITEBYTECODE and nothing compiled for -O: every start would compile
-    (True, True, True),  # bootstrap.sh compiled it
-    (False, False, True),  # the first start writes the -O bytecode
+@pytest.mark.parametrize(("compiled", "no_bytecode", "writable", "reexec"), [
+    (True, True, False, True),  # bootstrap.sh compiled it for -O
+    (False, True, True, False),  # PYTHONDONTWRITEBYTECODE and nothing compiled: every start would compile
+    (False, False, False, False),  # a read-only site-packages, nothing compiled: the same
+    (False, False, True, True),  # the first start writes the -O bytecode
 ])
-def test_the_proxy_runs_under_python_O_only_when_its_bytecode_is_there(monkeypatch, no_bytecode, compiled, reexec):
+def test_the_proxy_runs_under_python_O_only_when_its_bytecode_is_there(monkeypatch, tmp_path, compiled, no_bytecode,
+                                                                        writable, reexec):
     from helicone_addon.cli import proxy
 
+    source = tmp_path / "mitmproxy" / "proxy" / "layers" / "http" / "__init__.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("")
+    if compiled:
+        import importlib.util
+
+        cached = Path(importlib.util.cache_from_source(str(source), optimization=1))
+        cached.parent.mkdir()
+        cached.write_bytes(b"")
     calls = []
     monkeypatch.delenv("HELICONE_ADDON_NO_OPTIMIZE", raising=False)
     monkeypatch.setattr(sys, "dont_write_bytecode", no_bytecode)
-    monkeypatch.setattr(proxy, "_optimized_bytecode_ready", lambda: compiled)
+    monkeypatch.setattr(proxy, "_mitmproxy_http_source", lambda: str(source))
+    monkeypatch.setattr(proxy.os, "access", lambda path, mode: writable)  # tests run as root: may write anywhere
     monkeypatch.setattr(proxy.os, "execv", lambda exe, argv: calls.append(argv))
     proxy.optimized_reexec(["run", "-q"])
     assert calls == ([[sys.executable, "-O", "-m", "helicone_addon", "run", "-q"]] if reexec else [])
@@ -200,6 +212,8 @@ def test_the_proxy_runs_under_python_O_only_when_its_bytecode_is_there(monkeypat
 
 def test_bootstrap_compiled_the_proxy_for_python_O():
     """README's install command ran bootstrap.sh for this venv: mitmproxy's bytecode for -O is there."""
+    import importlib.util
+
     from helicone_addon.cli import proxy
 
-    assert proxy._optimized_bytecode_ready()
+    assert Path(importlib.util.cache_from_source(proxy._mitmproxy_http_source(), optimization=1)).exists()
