@@ -3,6 +3,7 @@ hands the call over once the stream is consumed, closed, fails or is dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -60,17 +61,13 @@ class _TeeBase:
     def _finish(self, error: BaseException | None = None) -> None:
         self._owner._finish(self._call, error)
 
-    def __del__(self) -> None:  # an abandoned response still gets logged (_finish never raises)
-        if not self._call.finished:
-            self._finish()
-
-
-class _SyncTee(_TeeBase):
-    def __iter__(self) -> Iterator[bytes]:
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Around the read loop of either tee: a failure ends the call with its error, the end of the
+        stream ends it as read to the end; an app that stops reading early (GeneratorExit) ends it
+        through close() / aclose() or __del__."""
         try:
-            for chunk in self._inner:
-                self._chunk(chunk)
-                yield chunk
+            yield
         except GeneratorExit:
             raise
         except BaseException as e:
@@ -78,6 +75,18 @@ class _SyncTee(_TeeBase):
             raise
         self._call.exhausted = True
         self._finish()
+
+    def __del__(self) -> None:  # an abandoned response still gets logged (_finish never raises)
+        if not self._call.finished:
+            self._finish()
+
+
+class _SyncTee(_TeeBase):
+    def __iter__(self) -> Iterator[bytes]:
+        with self._reading():
+            for chunk in self._inner:
+                self._chunk(chunk)
+                yield chunk
 
     def close(self) -> None:
         try:
@@ -90,17 +99,10 @@ class _SyncTee(_TeeBase):
 
 class _AsyncTee(_TeeBase):
     async def __aiter__(self):
-        try:
+        with self._reading():
             async for chunk in self._inner:
                 self._chunk(chunk)
                 yield chunk
-        except GeneratorExit:
-            raise
-        except BaseException as e:
-            self._finish(e)
-            raise
-        self._call.exhausted = True
-        self._finish()
 
     async def aclose(self) -> None:
         try:
