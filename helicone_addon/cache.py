@@ -1,8 +1,8 @@
 """Response cache: Helicone's cache-key recipe and N-slot buckets on a local diskcache.
 
-Pure module (no mitmproxy import). See SPEC A.4 and B.3.
+Pure module (no mitmproxy import). Headers and behaviour: README, "Caching, rate limits, retries".
 
-Key recipe (SPEC B.3.2 as amended by A.4)::
+Key recipe (Helicone's; here the credentials enter only as hashes)::
 
     base   = sha256_hex(seed + url' + body' + JSON.stringify(entries))
     slot_i = base if i == 0 else sha256_hex(base + str(i))

@@ -1,7 +1,7 @@
 """`Helicone-*` request headers -> one frozen `CallOptions`.
 
 Every Helicone header name is spelled here only. A malformed value raises `HeaderError(header,
-message)`, which the addon turns into the 400 of SPEC A.2 (strict mode) or ignores (lenient mode,
+message)`, which the addon turns into a 400 JSON error naming the header and its accepted form (strict mode) or ignores (lenient mode,
 Helicone's own behaviour; the problem is then kept in `CallOptions.warnings`).
 """
 
@@ -429,7 +429,7 @@ class Target:
 
 
 def parse_target(name: str, value: str) -> Target:
-    """Only the origin of the URL is used (SPEC B.2.2); path and query come from the request."""
+    """Only the origin of the URL is used, as Helicone does; path and query come from the request."""
     from urllib.parse import urlsplit
 
     form = "accepted: http(s)://host[:port] (only the origin is used)"

@@ -1,4 +1,4 @@
-"""Cost of a call in USD, from the ``genai-prices`` package (SPEC A.7, B.8.5).
+"""Cost of a call in USD, from the ``genai-prices`` package.
 
 Pure module (no mitmproxy). Prices come ONLY from the snapshot bundled with the installed
 ``genai-prices`` wheel; nothing here fetches prices over the network (``genai_prices.UpdatePrices``

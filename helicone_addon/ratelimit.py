@@ -1,4 +1,4 @@
-"""``Helicone-RateLimit-Policy``: grammar, segment keys and a sliding-window limiter (SPEC B.4, A.5).
+"""``Helicone-RateLimit-Policy``: grammar, segment keys and a sliding-window limiter (README: "Caching, rate limits, retries").
 
 Pure module (no mitmproxy). State lives in a ``diskcache.Cache`` directory so several mitmproxy
 processes on one machine share the limits; every read-modify-write runs inside ``cache.transact()``
@@ -299,7 +299,7 @@ _RATE_LIMITED_BODY = json.dumps({"message": _RATE_LIMITED_MESSAGE}, separators=(
 
 
 def rate_limited_body() -> bytes:
-    """The exact body of Helicone's 429 (SPEC B.4.3; "was rate limit" is in the original)."""
+    """The exact body of Helicone's 429 ("was rate limit" is in Helicone's own text)."""
     return _RATE_LIMITED_BODY
 
 

@@ -1,8 +1,8 @@
-"""Retries: back-off schedule, retryable statuses, ``Retry-After`` (SPEC A.3, B.5).
+"""Retries: back-off schedule, retryable statuses, ``Retry-After`` (README: "Caching, rate limits, retries").
 
 Pure module (no mitmproxy).
 
-- ``RetryPolicy.num`` is the number of RETRIES after the first attempt (the docs' meaning, SPEC A.3),
+- ``RetryPolicy.num`` is the number of RETRIES after the first attempt (the meaning of Helicone's docs),
   so a call makes at most ``num + 1`` upstream attempts (``max_attempts``).
 - The wait before retry ``k`` (k = 0, 1, ...) is node-retry's randomised exponential back-off:
   ``min(round(rand[1,2) * max(min_ms, 1) * factor**k), max_ms)`` milliseconds.

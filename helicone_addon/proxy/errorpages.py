@@ -1,4 +1,4 @@
-"""JSON error bodies (SPEC B.12 shape) instead of mitmproxy's HTML page when an LLM call's upstream fails.
+"""JSON error bodies (Helicone's shape: {"error": {...}}) instead of mitmproxy's HTML page when an LLM call's upstream fails.
 
 mitmproxy answers a failed upstream connection with an HTML 502 built inside its HTTP/1 server
 layer, after the `error` hook has run. The addon's `error` hook registers the JSON body it wants

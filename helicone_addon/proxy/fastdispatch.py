@@ -1,4 +1,4 @@
-"""Fast addon dispatch for mitmproxy's stock `AddonManager` (MITMPROXY.md section 14).
+"""Fast addon dispatch for mitmproxy's stock `AddonManager`.
 
 Stock dispatch walks the whole addon chain for every event: for each of the ~36 default addons it
 enters a `safecall()` context manager, creates a `traverse()` generator and does a `getattr` for

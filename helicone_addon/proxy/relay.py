@@ -1,8 +1,8 @@
-"""In-process relay for calls with Helicone retries or fallbacks (SPEC A.3, B.2.5, B.5, B.12).
+"""In-process relay for calls with Helicone retries or fallbacks.
 
 Why a relay: mitmproxy can stream a response to the client only when it arrives over the flow's
 own server connection, and a `response` hook that re-sends the request can only hand back a buffered
-body (MITMPROXY.md section 5). So a call with `Helicone-Retry-Enabled: true` or `Helicone-Fallbacks`
+body (mitmproxy streams only `flow.response.stream` answers of the flow's own connection). So a call with `Helicone-Retry-Enabled: true` or `Helicone-Fallbacks`
 is pointed at a small HTTP/1.1 server on 127.0.0.1 inside the proxy's own event loop:
 
     client -> mitmproxy -> relay (127.0.0.1:<port>) -> attempts with httpx -> provider
@@ -13,10 +13,10 @@ token in `x-helicone-relay-token`. The relay connection handler takes the job, m
 and answers mitmproxy with the final response only:
 
 - A retryable answer (429, 5xx) or a connection error / time-out is read and dropped, then the
-  relay sleeps the SPEC B.5 back-off (`asyncio.sleep`: other flows keep flowing) and tries again.
+  relay sleeps the back-off of retry.py (`asyncio.sleep`: other flows keep flowing) and tries again.
   Nothing reaches the client before the final attempt answers, so a streamed call is retried
   before its first byte; once the final response has started it is never retried.
-- Fallbacks (SPEC B.2.5): the entries are the targets, in order (the original target is not used;
+- Fallbacks (`Helicone-Fallbacks`): the entries are the targets, in order (the original target is not used;
   its path and query are kept). Each entry's `headers` replace the request headers entirely (only
   `content-type` is carried over when the entry has none, so the body stays readable), and its
   `bodyKeyOverride` is deep-merged into a JSON body. With retries on too, each entry is retried
@@ -26,7 +26,7 @@ and answers mitmproxy with the final response only:
 - The final response goes back with its status, headers and raw body bytes (content-encoding
   untouched, `aiter_raw`) chunk by chunk as they arrive, so the addon's SSE tee still sees every
   chunk. Hop-by-hop headers are dropped; `Helicone-Retries: <n>` is added when retries were on.
-- When no attempt got an answer, the relay answers a SPEC B.12 JSON 502 ("Network connection
+- When no attempt got an answer, the relay answers a JSON 502 (errorpages.py) ("Network connection
   lost") or 504 ("Request timeout") naming the cause; the row gets that status and the error.
 - The call's row records every attempt's status (`attempts`, None for no answer), `retries`
   (attempts - 1), `fallback_index` and the final `target_url`.

@@ -1,5 +1,5 @@
 """The relay's attempt loop for one call: each target in turn (the fallbacks, else the call's own
-target), each retried with the SPEC B.5 back-off while the answer is retryable (429, 5xx) or no
+target), each retried with the back-off of retry.py while the answer is retryable (429, 5xx) or no
 answer came; the final answer goes to mitmproxy (`RelayOut`), or a JSON 502/504 when none came.
 See relay.py for the whole design."""
 
@@ -118,7 +118,7 @@ class Attempts:
     @staticmethod
     async def _answer_failure(job: Job, out: RelayOut, exc: Exception | None, n: int,
                               extra: list[tuple[bytes, bytes]]) -> None:
-        """No attempt got an answer: a SPEC B.12 JSON 504 (time-out) or 502 naming the cause."""
+        """No attempt got an answer: a JSON 504 (time-out) or 502 naming the cause (errorpages.py)."""
         status = 504 if isinstance(exc, httpx.TimeoutException) else 502
         where = origin_of(job.state.target_url or job.url)
         cause = f"{describe_failure(exc)}; target {where}, {n} attempt{'s' if n != 1 else ''}"

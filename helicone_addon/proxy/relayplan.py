@@ -81,7 +81,7 @@ def path_and_query(url: str) -> str:
 
 
 def fallback_targets(job: Job) -> list[Target]:
-    """One target per Helicone-Fallbacks entry (SPEC B.2.5)."""
+    """One target per Helicone-Fallbacks entry."""
     out = []
     tail = path_and_query(job.url)
     ctype = next((v for k, v in job.headers if k.lower() == b"content-type"), None)

@@ -197,7 +197,7 @@ def test_connection_failure_is_a_row(make_proxy):
         r = c.post("https://api.openai.com/v1/chat/completions", headers={"Helicone-Request-Id": rid},
                    json={"model": "gpt-4o-mini", "messages": []})
     assert r.status_code == 502
-    body = r.json()  # SPEC B.12 shape, not mitmproxy's HTML page
+    body = r.json()  # Helicone's JSON error shape, not mitmproxy's HTML page
     assert body["error"] == "Network connection lost" and body["message"] == "Unable to connect to the provider"
     assert "refused" in body["helicone-message"].lower() or "connect" in body["helicone-message"].lower()
     assert r.headers["helicone-id"] == rid

@@ -1,4 +1,4 @@
-"""Header-driven retries with back-off, and fallbacks, through the real proxy (SPEC A.3, B.2.5, B.5, B.12).
+"""Header-driven retries with back-off, and fallbacks, through the real proxy.
 
 Calls with `Helicone-Retry-Enabled: true` or `Helicone-Fallbacks` go through the addon's loopback
 relay (helicone_addon/relay.py). The SDK clients run with max_retries=0, so every retry seen here is
@@ -240,7 +240,7 @@ def test_backoff_does_not_delay_other_flows(proxy, fake):
 
 
 def test_connection_refused_on_every_attempt(make_proxy):
-    """No answer at all: a SPEC B.12 JSON 502 naming the cause; the row has status NULL (the provider
+    """No answer at all: a JSON 502 naming the cause; the row has status NULL (the provider
     never answered, as for calls without retries), the error naming what the client got, and one None
     per attempt."""
     from conftest import free_port

@@ -514,7 +514,7 @@ def test_supported_versions():
 
 # -- e2e: the real `helicone-addon` master, fast dispatch on ---------------------------------------
 def _in_process_proxy(tmp_path: Path, upstream: str, env_off: bool):
-    """HeliconeDumpMaster exactly as cli/proxy.py's run_dump builds it, in a thread (MITMPROXY.md section 7)."""
+    """HeliconeDumpMaster exactly as cli/proxy.py's run_dump builds it, in a thread."""
     from helicone_addon.proxy import make_addons
 
     state: dict = {"ready": threading.Event()}

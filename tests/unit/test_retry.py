@@ -21,7 +21,7 @@ class FixedRng:
 def test_defaults():
     p = RetryPolicy()
     assert (p.num, p.factor, p.min_ms, p.max_ms) == (5, 2.0, 1000, 10000)
-    assert p.max_attempts == 6  # num is the number of RETRIES after the first attempt (SPEC A.3)
+    assert p.max_attempts == 6  # num is the number of RETRIES after the first attempt (the meaning of Helicone's docs)
 
 
 def test_backoff_formula_with_fixed_rand():
