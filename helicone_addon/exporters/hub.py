@@ -1,7 +1,8 @@
 """`Exporters`: the row subscribers of one proxy process, behind one `on_row`.
 
 Prometheus metrics are always kept (a few microseconds per call) and served by `routes()` on the
-local API port; the OTLP span exporter runs only when an endpoint is configured. The hub is what
+local API port; the OTLP span exporter runs only when an endpoint is configured, in a process of
+its own (`otel_process.py`), so that building and encoding spans never takes the proxy's GIL. The hub is what
 the addon holds: it creates, reconfigures and closes the subscribers, and shields the log writer
 from any of them failing.
 """
@@ -38,9 +39,10 @@ class Exporters:
         headers, leaving the current exporter as it was."""
         new = None
         if endpoint.strip():
-            from .otel import OtelExporter, parse_otlp_headers
+            from .otel import parse_otlp_headers
+            from .otel_process import OtelProcess
 
-            new = OtelExporter(endpoint, parse_otlp_headers(headers), content)
+            new = OtelProcess(endpoint, parse_otlp_headers(headers), content)
         old, self.otel = self.otel, new
         if old is not None:  # flushing may wait on the collector: never on the caller's thread
             threading.Thread(target=old.close, name="helicone-otlp-close", daemon=True).start()

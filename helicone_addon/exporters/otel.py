@@ -60,6 +60,31 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _OK = Status(StatusCode.UNSET)
 
 
+# The columns a span reads (`OtelExporter._emit` and what it calls): what a row sent to another
+# process to become a span needs (`slim_row`). The request headers only matter for a trace context.
+SPAN_COLUMNS = (
+    "id", "created_at", "latency_ms", "api", "provider", "host", "status", "error", "model_requested", "model",
+    "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "streamed",
+    "ttft_ms", "cache_hit", "rate_limited", "retries", "cost_usd", "usage_source", "user_id",
+    "session_id", "session_name", "session_path", "response_body", "request_headers", "request_body",
+)
+_HEADERS_AT = SPAN_COLUMNS.index("request_headers")
+_REQUEST_BODY_AT = SPAN_COLUMNS.index("request_body")
+
+
+def slim_row(row: dict[str, Any], props: list[dict[str, Any]], content: bool) -> tuple[tuple, list[tuple[str, str]]]:
+    """(values of SPAN_COLUMNS, properties as (key, value)): all a span of the row needs, cheap to pickle.
+    The request headers are kept only when they carry a `traceparent`, the request body only for content."""
+    get = row.get
+    values = [get(c) for c in SPAN_COLUMNS]
+    raw = values[_HEADERS_AT]
+    if isinstance(raw, str) and "traceparent" not in raw:
+        values[_HEADERS_AT] = None
+    if not content:
+        values[_REQUEST_BODY_AT] = None
+    return tuple(values), list(_properties(row, props).items())
+
+
 def parse_otlp_headers(text: str) -> dict[str, str]:
     """'k=v,k2=v2' -> {'k': 'v', 'k2': 'v2'} (the helicone_otlp_headers option).
 

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from helicone_addon import headers
 from helicone_addon.exporters import genai
 from helicone_addon.exporters.otel import OtelExporter, parse_otlp_headers, traces_url
+from helicone_addon.exporters.otel_process import OtelProcess
 from helicone_addon.record import CallState, build_row
 
 T0 = 1_714_564_800.0
@@ -54,12 +55,14 @@ def receiver():
     r.stop()
 
 
-@pytest.fixture
-def exporters():
-    made: list[OtelExporter] = []
+@pytest.fixture(params=["in-process", "child-process"])
+def exporters(request):
+    """Makes exporters: the in-process engine, and the child process the proxy runs it in (same results)."""
+    made: list = []
+    cls = OtelExporter if request.param == "in-process" else OtelProcess
 
-    def make(*a, **kw) -> OtelExporter:
-        e = OtelExporter(*a, **kw)
+    def make(*a, **kw):
+        e = cls(*a, **kw)
         made.append(e)
         return e
 
@@ -102,7 +105,8 @@ def test_span_attributes_equal_the_row(receiver, exporters):
     assert "sk-secret-123" not in json.dumps(a)
     assert span.resource["service.name"] == "helicone-addon" and span.scope == "helicone_addon"
     assert receiver.requests[0]["authorization"] == "Bearer collector-key"
-    assert exp.counters == {"spans_queued": 1, "spans_exported": 1, "spans_failed": 0, "spans_dropped": 0, "errors": 0}
+    assert exp.counters | {"restarts": 0} == {"spans_queued": 1, "spans_exported": 1, "spans_failed": 0,
+                                              "spans_dropped": 0, "errors": 0, "restarts": 0}
 
 
 def test_streams_errors_and_cache_hits(receiver, exporters):
@@ -272,13 +276,15 @@ class Stuck(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def test_a_full_queue_drops_spans_and_counts_them(exporters):
+def test_a_full_queue_drops_spans_and_counts_them():
     stuck = Stuck()
-    exp = exporters("http://127.0.0.1:4318", exporter=stuck, max_queue_size=8, schedule_delay_millis=10)
-    for row, props in [chat_row() for _ in range(100)]:
-        exp.on_row(row, props)
-    stuck.release.set()
-    exp.close()
+    exp = OtelExporter("http://127.0.0.1:4318", exporter=stuck, max_queue_size=8, schedule_delay_millis=10)
+    try:
+        for row, props in [chat_row() for _ in range(100)]:
+            exp.on_row(row, props)
+        stuck.release.set()
+    finally:
+        exp.close()
     c = exp.counters
     assert c["spans_queued"] == 8 and c["spans_dropped"] == 92  # 8 waiting or in flight: the rest dropped
     assert c["spans_exported"] == stuck.got == 8 and c["spans_failed"] == 0
@@ -363,3 +369,64 @@ def test_on_row_cost(exporters):
             exp.on_row(row, props)
     per_row = (time.perf_counter() - t) / 1000
     assert per_row < 0.002, f"{per_row * 1e6:.0f} µs per row"
+
+
+# -- the child process the proxy runs the export in -------------------------------------------------
+def test_the_collector_headers_never_reach_the_command_line(receiver):
+    exp = OtelProcess(receiver.url, {"Authorization": "Bearer collector-secret"})
+    try:
+        cmdline = open(f"/proc/{exp._proc.pid}/cmdline", "rb").read()
+        assert b"otel_process" in cmdline and b"collector-secret" not in cmdline
+        exp.on_row(*chat_row())
+        assert exp.force_flush()
+        assert receiver.requests[0]["authorization"] == "Bearer collector-secret"
+    finally:
+        exp.close()
+
+
+def test_a_child_that_dies_is_counted_and_started_again(receiver, monkeypatch):
+    from helicone_addon.exporters import otel_process
+
+    monkeypatch.setattr(otel_process, "RESTART_S", 0.5)
+    exp = OtelProcess(receiver.url)
+    try:
+        exp.on_row(*chat_row())
+        assert exp.force_flush()
+        first = exp._proc
+        first.kill()
+        first.wait()
+        for row, props in [chat_row() for _ in range(3)]:
+            exp.on_row(row, props)  # never raises: dropped and counted, or exported by the new child
+        deadline = time.monotonic() + 10
+        while exp._proc is first and time.monotonic() < deadline:
+            exp.on_row(*chat_row())
+            time.sleep(0.1)
+        assert exp._proc is not first and exp.force_flush()
+        c = exp.counters
+        assert c["restarts"] == 1
+        assert c["spans_exported"] == len(receiver.spans) >= 2  # before the kill and after the restart
+        assert c["spans_queued"] + c["spans_dropped"] >= 5 and c["spans_dropped"] >= 1
+    finally:
+        exp.close()
+
+
+def test_ctrl_c_leaves_the_export_to_the_proxy(receiver):
+    """Ctrl-C in a terminal reaches every process of the group: the child ignores it, and the proxy
+    closes it after a last flush. A proxy killed outright closes the child's stdin: it exits alone."""
+    import signal
+
+    exp = OtelProcess(receiver.url)
+    try:
+        exp.on_row(*chat_row())
+        assert exp.force_flush()  # the child is up and has set its handlers
+        exp._proc.send_signal(signal.SIGINT)
+        exp.on_row(*chat_row())
+        assert exp.force_flush() and len(receiver.spans) == 2
+        proc = exp._proc
+    finally:
+        exp.close()
+    assert proc.poll() == 0
+    exp = OtelProcess(receiver.url)
+    exp._proc.stdin.close()  # as when the proxy dies: the child sees its input end
+    assert exp._proc.wait(10) == 0
+    exp.close()

@@ -1,0 +1,342 @@
+"""The OTLP span export in a process of its own: `OtelProcess`, a row subscriber like `OtelExporter`.
+
+Building a span and encoding it as protobuf costs about 150 µs of Python per call. Done on the
+proxy's threads, that work holds the proxy's GIL: measured, it cost 16% of the proxy's requests per
+second. Here the proxy's writer thread only picks the columns a span reads (`otel.SPAN_COLUMNS`)
+into a tuple and queues it; a sender thread pickles the tuples in batches down a pipe to a child
+process (`python -m helicone_addon.exporters.otel_process`), which runs the `OtelExporter` on its
+own GIL and core. The collector's address and headers (auth) go down the pipe too, never on the
+command line where `ps` shows them.
+
+Frames on the child's stdin are a 4-byte big-endian length and a pickle:
+("config", kwargs) first, then ("rows", [tuple, ...]), ("flush", seq, timeout), ("close", timeout).
+The child answers on stdout with JSON lines: {"counters": {...}} when they change, and
+{"counters": ..., "flushed": seq, "ok": bool} after a flush.
+
+Nothing here can stall or break a call: the queue to the sender is bounded (rows beyond it are
+dropped and counted as `spans_dropped`), a child that exits is logged, its last counters are kept,
+and it is started again (at most every RESTART_S seconds; rows meanwhile are dropped, counted). The
+child ignores Ctrl-C (the proxy closes it, flushing first) and exits by itself when its stdin
+closes, so a proxy killed with -9 leaves no exporter behind. Where no child can be started (a
+frozen build, no interpreter), the export runs in-process as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from .otel import SPAN_COLUMNS, OtelExporter, slim_row, traces_url
+
+logger = logging.getLogger(__name__)
+
+RESTART_S = 5.0  # a child that exited is started again at most this often
+BATCH_ROWS = 512  # rows pickled into one frame at most
+_LEN = struct.Struct(">I")
+
+
+def _write_frame(out: BinaryIO, msg: Any) -> None:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_LEN.pack(len(data)) + data)
+    out.flush()
+
+
+def _read_frame(inp: BinaryIO) -> Any:
+    head = inp.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None  # the proxy closed the pipe (or died): time to go
+    data = inp.read(_LEN.unpack(head)[0])
+    return pickle.loads(data)
+
+
+class OtelProcess:
+    """Row subscriber exporting one GenAI span per call from a child process (see the module doc).
+
+    Arguments as `OtelExporter`'s; `max_queue_size` also bounds the rows waiting for the child."""
+
+    def __init__(self, endpoint: str, headers: dict[str, str] | None = None, content: bool = False, *,
+                 max_queue_size: int = 8192, **kw: Any) -> None:
+        self.endpoint = traces_url(endpoint)  # a bad URL is refused here, before any process starts
+        self.content = content
+        self._config = dict(endpoint=endpoint, headers=dict(headers or {}), content=content,
+                            max_queue_size=max_queue_size, **kw)
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue_size)
+        self._lock = threading.Lock()
+        self._local = {"spans_dropped": 0, "errors": 0, "restarts": 0}  # counted in this process
+        self._done: dict[str, int] = {}  # the last counters of children that exited
+        self._child: dict[str, int] = {}  # the running child's last report
+        self._flushes: dict[int, list] = {}  # seq -> [threading.Event, ok]
+        self._seq = 0
+        self._proc: subprocess.Popen | None = None
+        self._started_at = 0.0
+        self._inproc: OtelExporter | None = None
+        self._start_child()
+        self._sender = threading.Thread(target=self._send_loop, name="helicone-otlp-send", daemon=True)
+        self._sender.start()
+
+    # -- the subscriber -------------------------------------------------------------------------
+    def on_row(self, row: dict[str, Any], props: list[dict[str, Any]] | None = None) -> None:
+        """Queue the call's slim row for the child. Writer thread; never raises, never blocks."""
+        if self._inproc is not None:
+            self._inproc.on_row(row, props)
+            return
+        try:
+            self._queue.put_nowait(slim_row(row, props or [], self.content))
+        except queue.Full:
+            self._count("spans_dropped")
+        except Exception:
+            self._count("errors")
+            logger.exception("helicone otlp: no span for call %s", row.get("id") if isinstance(row, dict) else row)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """spans_queued / exported / failed / dropped, errors (all children's, plus this side's) and restarts."""
+        if self._inproc is not None:
+            return dict(self._inproc.counters)
+        with self._lock:
+            out = {k: self._done.get(k, 0) + self._child.get(k, 0)
+                   for k in ("spans_queued", "spans_exported", "spans_failed", "spans_dropped", "errors")}
+            for k, v in self._local.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def force_flush(self, timeout: float = 10) -> bool:
+        """Wait until the rows queued so far are exported (True) or `timeout` passes (False)."""
+        if self._inproc is not None:
+            return self._inproc.force_flush(timeout)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            waiter = self._flushes[seq] = [threading.Event(), False]
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(("flush", seq, timeout), timeout=timeout)
+        except queue.Full:
+            return False
+        waiter[0].wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._flushes.pop(seq, None)
+        return bool(waiter[1])
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Export what is queued for up to `timeout` seconds, then stop the child."""
+        if self._inproc is not None:
+            self._inproc.close(timeout)
+            return
+        deadline = time.monotonic() + timeout + 5  # the child's own start-up, if it is just starting
+        try:
+            self._queue.put(("close", timeout), timeout=timeout)
+        except queue.Full:  # the child is stuck: what still waits for it is lost, and counted
+            self._drain()
+            self._queue.put(("close", timeout))
+        self._sender.join(max(0.0, deadline - time.monotonic()))
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("helicone otlp: the exporter process did not stop in time; killing it")
+                proc.kill()
+                proc.wait()
+            reader = getattr(proc, "reader", None)
+            if reader is not None:
+                reader.join(2)
+
+    # -- the child process ------------------------------------------------------------------------
+    def _drain(self) -> None:
+        while True:
+            try:
+                msg = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(msg, tuple) and msg and msg[0] == "flush":
+                self._answer_flush(msg[1], False)
+            else:
+                self._count("spans_dropped")
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._local[name] += n
+
+    def _start_child(self) -> bool:
+        if getattr(sys, "frozen", False) or not sys.executable:
+            return self._fall_back("no Python interpreter to start it with")
+        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
+        argv = [sys.executable, *(["-O"] if sys.flags.optimize else []), "-m", __name__]
+        self._started_at = time.monotonic()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+            _write_frame(proc.stdin, ("config", self._config))
+        except OSError as e:
+            return self._fall_back(str(e))
+        proc.reader = threading.Thread(target=self._read_loop, args=(proc,), name="helicone-otlp-read", daemon=True)
+        proc.reader.start()
+        self._proc = proc
+        return True
+
+    def _fall_back(self, why: str) -> bool:
+        logger.warning("helicone otlp: cannot start the exporter process (%s); exporting in-process", why)
+        cfg = dict(self._config)
+        self._inproc = OtelExporter(cfg.pop("endpoint"), cfg.pop("headers"), cfg.pop("content"), **cfg)
+        return False
+
+    def _alive(self) -> bool:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return True
+        if time.monotonic() - self._started_at < RESTART_S:
+            return False
+        self._count("restarts")
+        return self._start_child()
+
+    def _send_loop(self) -> None:
+        get = self._queue.get
+        while True:
+            msg = get()
+            if isinstance(msg, tuple) and msg and msg[0] in ("flush", "close"):
+                if not self._send_control(msg):
+                    return
+                continue
+            rows = [msg]
+            control = None
+            while len(rows) < BATCH_ROWS:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, tuple) and nxt and nxt[0] in ("flush", "close"):
+                    control = nxt
+                    break
+                rows.append(nxt)
+            if not self._send(("rows", rows)):
+                self._count("spans_dropped", len(rows))
+            if control is not None and not self._send_control(control):
+                return
+
+    def _send_control(self, msg: tuple) -> bool:
+        """Send a flush or close; False when the loop is over (close)."""
+        if msg[0] == "flush":
+            if not self._send(msg):
+                self._answer_flush(msg[1], False)
+            return True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._send(msg)
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        return False
+
+    def _send(self, msg: tuple) -> bool:
+        if not self._alive():
+            return False
+        try:
+            _write_frame(self._proc.stdin, msg)
+            return True
+        except (OSError, ValueError):  # the child died: its reader logs and keeps its counters
+            return False
+
+    def _read_loop(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                self._child = msg.get("counters", self._child)
+            if "flushed" in msg:
+                self._answer_flush(msg["flushed"], bool(msg.get("ok")))
+        code = proc.wait()
+        with self._lock:
+            for k, v in self._child.items():
+                self._done[k] = self._done.get(k, 0) + v
+            self._child = {}
+            pending = list(self._flushes)
+        for seq in pending:
+            self._answer_flush(seq, False)
+        if code != 0:
+            logger.error("helicone otlp: the exporter process exited with code %s; spans are dropped (counted) "
+                         "until it is started again", code)
+
+    def _answer_flush(self, seq: int, ok: bool) -> None:
+        with self._lock:
+            waiter = self._flushes.get(seq)
+        if waiter is not None:
+            waiter[1] = ok
+            waiter[0].set()
+
+
+# -- the child --------------------------------------------------------------------------------------
+def serve(inp: BinaryIO, report: Callable[[dict], None]) -> int:
+    """Run an OtelExporter on the frames of `inp` (the child's main loop); `report(message)` answers."""
+    first = _read_frame(inp)
+    if not first or first[0] != "config":
+        return 2
+    cfg = dict(first[1])
+    exporter = OtelExporter(cfg.pop("endpoint"), cfg.pop("headers"), cfg.pop("content"), **cfg)
+    last: dict[str, int] = {}
+    stop = threading.Event()
+
+    def tick() -> None:  # counters change on the SDK's export thread too: report them as they do
+        nonlocal last
+        while not stop.wait(0.5):
+            now = dict(exporter.counters)
+            if now != last:
+                last = now
+                report({"counters": now})
+
+    threading.Thread(target=tick, name="helicone-otlp-report", daemon=True).start()
+    timeout = 5.0
+    try:
+        while True:
+            msg = _read_frame(inp)
+            if msg is None or msg[0] == "close":
+                timeout = msg[1] if msg else timeout
+                break
+            if msg[0] == "rows":
+                for values in msg[1]:
+                    row = dict(zip(SPAN_COLUMNS, values[0], strict=True))
+                    exporter.on_row(row, [{"key": k, "value": v} for k, v in values[1]])
+            elif msg[0] == "flush":
+                ok = exporter.force_flush(msg[2])
+                report({"counters": dict(exporter.counters), "flushed": msg[1], "ok": ok})
+    finally:
+        exporter.close(timeout)
+        stop.set()
+        report({"counters": dict(exporter.counters)})
+    return 0
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the proxy, which closes us after a flush
+    logging.basicConfig(level=logging.WARNING, format="helicone otlp exporter: %(message)s")
+    out = sys.stdout
+    lock = threading.Lock()
+
+    def report(msg: dict) -> None:
+        with lock:
+            try:
+                out.write(json.dumps(msg) + "\n")
+                out.flush()
+            except (OSError, ValueError):
+                pass  # the proxy is gone: its stdin closing ends the loop
+
+    return serve(sys.stdin.buffer, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
