@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_instructions.py                      # this checkout
     .venv/bin/python scripts/bench_instructions.py --baseline /tmp/old  # and another (git worktree add)
+    .venv/bin/python scripts/bench_instructions.py --otlp               # spans on (the fake upstream collects)
 
 The proxy runs under `valgrind --tool=callgrind` (`python -O`, reverse mode onto the fake upstream of
 scripts/bench.py, full logging), serves calls one at a time, alternating JSON and SSE, and is stopped
@@ -33,8 +34,9 @@ from _util import free_port, make_body, wait_port  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def count(root: Path, calls: int, tmp: Path) -> int:
-    """Instructions the proxy of checkout `root` executes from start to exit, serving `calls` calls."""
+def count(root: Path, calls: int, tmp: Path, otlp: bool = False) -> int:
+    """Instructions the proxy of checkout `root` executes from start to exit, serving `calls` calls.
+    Only the proxy's own process is counted: a helper process it starts (the OTLP exporter) is not."""
     up = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench.py"), "--serve-upstream", "--chunk-delay-ms", "0"],
                           stdout=subprocess.PIPE)
     try:
@@ -46,7 +48,8 @@ def count(root: Path, calls: int, tmp: Path) -> int:
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-O", "-m", "helicone_addon",
              "run", "-q", "--listen-host", "127.0.0.1", "--mode", f"reverse:http://127.0.0.1:{up_port}@127.0.0.1:{port}",
              "--set", f"helicone_data_dir={run / 'data'}", "--set", "helicone_api_port=0",
-             "--set", "helicone_hosts=127.0.0.1=openai", "--set", f"confdir={run / 'conf'}"],
+             "--set", "helicone_hosts=127.0.0.1=openai", "--set", f"confdir={run / 'conf'}",
+             *(["--set", f"helicone_otlp_endpoint=http://127.0.0.1:{up_port}"] if otlp else [])],
             cwd=root, stdout=subprocess.DEVNULL, stderr=open(run / "valgrind.log", "w"),  # noqa: SIM115
         )
         wait_port(port, proxy, timeout=600)
@@ -81,6 +84,7 @@ def main() -> int:
     p.add_argument("--baseline", metavar="DIR", help="another checkout to count the same way")
     p.add_argument("--few", type=int, default=100)
     p.add_argument("--many", type=int, default=400)
+    p.add_argument("--otlp", action="store_true", help="export a span per call (the fake upstream plays the collector)")
     a = p.parse_args()
     if not shutil.which("valgrind"):
         print("bench_instructions: valgrind not found (apt install valgrind)", file=sys.stderr)
@@ -89,7 +93,7 @@ def main() -> int:
     per_call = {}
     for name, root in [("this checkout", Path(a.checkout).resolve()),
                        *([("baseline", Path(a.baseline).resolve())] if a.baseline else [])]:
-        few, many = count(root, a.few, tmp), count(root, a.many, tmp)
+        few, many = count(root, a.few, tmp, a.otlp), count(root, a.many, tmp, a.otlp)
         per_call[name] = (many - few) / (a.many - a.few)
         print(f"{name} ({root}): {per_call[name] / 1e6:.2f} M instructions per call "
               f"({few:,} for {a.few} calls, {many:,} for {a.many})", flush=True)

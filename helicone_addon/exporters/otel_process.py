@@ -75,7 +75,7 @@ class OtelProcess:
         self._lock = threading.Lock()
         self._local = {"spans_dropped": 0, "errors": 0, "restarts": 0}  # counted in this process
         self._done: dict[str, int] = {}  # the last counters of children that exited
-        self._child: dict[str, int] = {}  # the running child's last report
+        self._child: dict[int, dict[str, int]] = {}  # pid -> last report, for each child not yet reaped
         self._flushes: dict[int, list] = {}  # seq -> [threading.Event, ok]
         self._seq = 0
         self._proc: subprocess.Popen | None = None
@@ -105,7 +105,7 @@ class OtelProcess:
         if self._inproc is not None:
             return dict(self._inproc.counters)
         with self._lock:
-            out = {k: self._done.get(k, 0) + self._child.get(k, 0)
+            out = {k: self._done.get(k, 0) + sum(c.get(k, 0) for c in self._child.values())
                    for k in ("spans_queued", "spans_exported", "spans_failed", "spans_dropped", "errors")}
             for k, v in self._local.items():
                 out[k] = out.get(k, 0) + v
@@ -257,14 +257,13 @@ class OtelProcess:
             except ValueError:
                 continue
             with self._lock:
-                self._child = msg.get("counters", self._child)
+                self._child[proc.pid] = msg.get("counters") or self._child.get(proc.pid, {})
             if "flushed" in msg:
                 self._answer_flush(msg["flushed"], bool(msg.get("ok")))
         code = proc.wait()
         with self._lock:
-            for k, v in self._child.items():
+            for k, v in self._child.pop(proc.pid, {}).items():
                 self._done[k] = self._done.get(k, 0) + v
-            self._child = {}
             pending = list(self._flushes)
         for seq in pending:
             self._answer_flush(seq, False)

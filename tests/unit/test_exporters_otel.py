@@ -387,7 +387,7 @@ def test_the_collector_headers_never_reach_the_command_line(receiver):
 def test_a_child_that_dies_is_counted_and_started_again(receiver, monkeypatch):
     from helicone_addon.exporters import otel_process
 
-    monkeypatch.setattr(otel_process, "RESTART_S", 0.5)
+    monkeypatch.setattr(otel_process, "RESTART_S", 1.0)
     exp = OtelProcess(receiver.url)
     try:
         exp.on_row(*chat_row())
@@ -395,6 +395,7 @@ def test_a_child_that_dies_is_counted_and_started_again(receiver, monkeypatch):
         first = exp._proc
         first.kill()
         first.wait()
+        exp._started_at = time.monotonic()  # as if it had just been started: the next start waits 1 s
         for row, props in [chat_row() for _ in range(3)]:
             exp.on_row(row, props)  # never raises: dropped and counted, or exported by the new child
         deadline = time.monotonic() + 10
