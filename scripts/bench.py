@@ -421,6 +421,15 @@ def cpu_ticks(pid: int) -> int:
     return total
 
 
+def own_cpu_ticks(pid: int) -> int:
+    """CPU time of the process itself (all its threads), without the processes under it."""
+    try:
+        parts = _stat(pid)
+    except OSError:
+        return 0
+    return int(parts[11]) + int(parts[12])
+
+
 def rss_kb(pid: int, tree: bool = False) -> int:
     """Resident memory of a process (and, with tree=True, of every process under it)."""
     total = 0
@@ -606,7 +615,7 @@ class Bench:
         pid = server.get("pid")
         proc = self.spawn([sys.executable, __file__, "--loadgen", json.dumps(spec)], "loadgen",
                           cpus=self.client_cpus, stdout=subprocess.PIPE)
-        cpu0 = cpu1 = None
+        cpu0 = cpu1 = own0 = own1 = None
         result = None
         limit = time.monotonic() + spec.get("warmup", 0.5) + spec.get("seconds", 3) + spec.get("timeout", 120) + 30
         try:
@@ -614,9 +623,9 @@ class Bench:
             for raw in proc.stdout:
                 line = raw.decode().strip()
                 if line == "START":
-                    cpu0 = cpu_ticks(pid) if pid else None
+                    cpu0, own0 = (cpu_ticks(pid), own_cpu_ticks(pid)) if pid else (None, None)
                 elif line == "END":
-                    cpu1 = cpu_ticks(pid) if pid else None
+                    cpu1, own1 = (cpu_ticks(pid), own_cpu_ticks(pid)) if pid else (None, None)
                 elif line.startswith("{"):
                     result = json.loads(line)
                 if time.monotonic() > limit:
@@ -634,6 +643,7 @@ class Bench:
         if cpu0 is not None and cpu1 is not None and n:
             result["cpu_ms_per_req"] = (cpu1 - cpu0) / CLK_TCK * 1000 / n
             result["cpu_util"] = (cpu1 - cpu0) / CLK_TCK / elapsed
+            result["own_cpu_ms_per_req"] = (own1 - own0) / CLK_TCK * 1000 / n
         return result
 
     def time_left(self) -> bool:
@@ -880,6 +890,7 @@ def summarize(config: str, kind: str, conc: int, runs: list[dict]) -> dict:
     lat = [x for r in runs for x in r["lat"]]
     ttfc = [x for r in runs for x in r["ttfc"]]
     cpu = [r["cpu_ms_per_req"] for r in runs if r.get("cpu_ms_per_req") is not None]
+    own = [r["own_cpu_ms_per_req"] for r in runs if r.get("own_cpu_ms_per_req") is not None]
     return {
         "config": config, "kind": kind, "conc": conc,
         "rps": statistics.median(r["rps"] for r in runs),
@@ -888,6 +899,7 @@ def summarize(config: str, kind: str, conc: int, runs: list[dict]) -> dict:
         "ttfc_p50_ms": pct(ttfc, 50) if kind == "stream" else None,
         "ttfc_p99_ms": pct(ttfc, 99) if kind == "stream" else None,
         "cpu_ms_per_req": statistics.median(cpu) if cpu else None,
+        "own_cpu_ms_per_req": statistics.median(own) if own else None,
         "requests": sum(r["n"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
         "first_error": next((r["first_error"] for r in runs if r.get("first_error")), None),
@@ -1005,13 +1017,14 @@ def report(results: dict) -> str:
     lines.append("")
     if results["cells"]:
         lines.append("| config | kind | c | req/s | p50 ms | p99 ms | TTFC p50 | TTFC p99 | proxy CPU ms/req "
-                     "(all its processes) | req | err |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                     "(all its processes) | of it, the proxy process | req | err |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in results["cells"]:
         lines.append(
             f"| {c['config']} | {c['kind']} | {c['conc']} | {_f(c['rps'], '{:.0f}')} | {_f(c['p50_ms'], '{:.2f}')} | "
             f"{_f(c['p99_ms'], '{:.2f}')} | {_f(c['ttfc_p50_ms'], '{:.2f}')} | {_f(c['ttfc_p99_ms'], '{:.2f}')} | "
-            f"{_f(c['cpu_ms_per_req'], '{:.3f}')} | {c['requests']} | {c['errors']} |"
+            f"{_f(c['cpu_ms_per_req'], '{:.3f}')} | {_f(c.get('own_cpu_ms_per_req'), '{:.3f}')} | "
+            f"{c['requests']} | {c['errors']} |"
         )
     lines.append("")
     rt = ratios(results)
