@@ -13,7 +13,8 @@ raises, and counts its own failures where users can see them.
     prometheus.metrics_route the Starlette route serving them
     otel.OtelExporter        one OpenTelemetry GenAI span per call, batched to an OTLP/HTTP collector
     otel_process.OtelProcess the same, run in a child process fed slim rows (what the proxy uses)
-    otel.parse_otlp_headers  'k=v,k2=v2' (the helicone_otlp_headers option) -> dict
+    rows.parse_otlp_headers  'k=v,k2=v2' (the helicone_otlp_headers option) -> dict
+    rows.slim_row            what a span needs of a row (the proxy's process never imports the SDK)
 
 The submodules are imported on demand: loading this package costs nothing when no exporter is on.
 """

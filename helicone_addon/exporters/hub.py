@@ -39,8 +39,8 @@ class Exporters:
         headers, leaving the current exporter as it was."""
         new = None
         if endpoint.strip():
-            from .otel import parse_otlp_headers
             from .otel_process import OtelProcess
+            from .rows import parse_otlp_headers
 
             new = OtelProcess(endpoint, parse_otlp_headers(headers), content)
         old, self.otel = self.otel, new

@@ -37,7 +37,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -49,75 +48,15 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import genai
+from .rows import properties, traces_url
 
 logger = logging.getLogger(__name__)
 
 MAX_CONTENT_CHARS = 256 * 1024  # per content attribute; longer texts are cut (marked) to fit
 NODE_MEMORY = 10_000  # session path nodes remembered as already emitted
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _PROPAGATOR = TraceContextTextMapPropagator()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _OK = Status(StatusCode.UNSET)
-
-
-# The columns a span reads (`OtelExporter._emit` and what it calls): what a row sent to another
-# process to become a span needs (`slim_row`). The request headers only matter for a trace context.
-SPAN_COLUMNS = (
-    "id", "created_at", "latency_ms", "api", "provider", "host", "status", "error", "model_requested", "model",
-    "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "streamed",
-    "ttft_ms", "cache_hit", "rate_limited", "retries", "cost_usd", "usage_source", "user_id",
-    "session_id", "session_name", "session_path", "response_body", "request_headers", "request_body",
-)
-_HEADERS_AT = SPAN_COLUMNS.index("request_headers")
-_REQUEST_BODY_AT = SPAN_COLUMNS.index("request_body")
-
-
-def slim_row(row: dict[str, Any], props: list[dict[str, Any]], content: bool) -> tuple[tuple, list[tuple[str, str]]]:
-    """(values of SPAN_COLUMNS, properties as (key, value)): all a span of the row needs, cheap to pickle.
-    The request headers are kept only when they carry a `traceparent`, the request body only for content."""
-    get = row.get
-    values = [get(c) for c in SPAN_COLUMNS]
-    raw = values[_HEADERS_AT]
-    if isinstance(raw, str) and "traceparent" not in raw:
-        values[_HEADERS_AT] = None
-    if not content:
-        values[_REQUEST_BODY_AT] = None
-    return tuple(values), list(_properties(row, props).items())
-
-
-def parse_otlp_headers(text: str) -> dict[str, str]:
-    """'k=v,k2=v2' -> {'k': 'v', 'k2': 'v2'} (the helicone_otlp_headers option).
-
-    Values are percent-decoded, as in OTEL_EXPORTER_OTLP_HEADERS ('Authorization=Bearer%20abc');
-    spaces around items are ignored, empty items too. Raises ValueError naming the bad item."""
-    out: dict[str, str] = {}
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ValueError(f"OTLP header {item!r} has no '=': write name=value, separated by commas")
-        if not key or not set(key) <= _TOKEN:
-            raise ValueError(f"OTLP header name {key!r} is not a valid HTTP header name")
-        if key.lower() in (k.lower() for k in out):
-            raise ValueError(f"OTLP header {key!r} is given twice")
-        value = unquote(value.strip())
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError(f"OTLP header {key!r} has a line break or NUL in its value")
-        out[key] = value
-    return out
-
-
-def traces_url(endpoint: str) -> str:
-    """'http://host:4318' -> 'http://host:4318/v1/traces'; a URL with a path is used as given."""
-    parts = urlsplit(endpoint.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"OTLP endpoint {endpoint!r} must be an http:// or https:// URL, e.g. http://localhost:4318")
-    if parts.path in ("", "/"):
-        return endpoint.strip().rstrip("/") + "/v1/traces"
-    return endpoint.strip()
 
 
 def _ns(created_at: str | None) -> int | None:
@@ -361,7 +300,7 @@ class OtelExporter:
                 rid = genai.response_id(body)
                 if rid:
                     a["gen_ai.response.id"] = rid
-        for key, value in _properties(row, props).items():
+        for key, value in properties(row, props).items():
             a[f"helicone.property.{key}"] = value
         if self.content:
             a.update(_content(row))
@@ -380,16 +319,6 @@ def _headers(row: dict[str, Any]) -> dict[str, str]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _properties(row: dict[str, Any], props: list[dict[str, Any]]) -> dict[str, str]:
-    if props:
-        return {str(p["key"]): str(p["value"]) for p in props if p.get("key") is not None}
-    try:
-        value = json.loads(row.get("properties") or "{}")
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _content(row: dict[str, Any]) -> dict[str, str]:

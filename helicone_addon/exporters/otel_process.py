@@ -2,14 +2,16 @@
 
 Building a span and encoding it as protobuf costs about 150 µs of Python per call. Done on the
 proxy's threads, that work holds the proxy's GIL: measured, it cost 16% of the proxy's requests per
-second. Here the proxy's writer thread only picks the columns a span reads (`otel.SPAN_COLUMNS`)
+second. Here the proxy's writer thread only picks the columns a span reads (`rows.SPAN_COLUMNS`)
 into a tuple and queues it; a sender thread pickles the tuples in batches down a pipe to a child
 process (`python -m helicone_addon.exporters.otel_process`), which runs the `OtelExporter` on its
 own GIL and core. The collector's address and headers (auth) go down the pipe too, never on the
 command line where `ps` shows them.
 
 Frames on the child's stdin are a 4-byte big-endian length and a pickle:
-("config", kwargs) first, then ("rows", [tuple, ...]), ("flush", seq, timeout), ("close", timeout).
+("config", kwargs) first, then ("rows", [tuple, ...]), ("flush", seq, deadline), ("close", deadline);
+a deadline is a `time.monotonic()` value, the same clock in both processes, so the time a frame
+waited (for the child to start, say) counts against it.
 The child answers on stdout with JSON lines: {"counters": {...}} when they change, and
 {"counters": ..., "flushed": seq, "ok": bool} after a flush.
 
@@ -37,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .otel import SPAN_COLUMNS, OtelExporter, slim_row, traces_url
+from .rows import SPAN_COLUMNS, slim_row, traces_url
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class OtelProcess:
         self._seq = 0
         self._proc: subprocess.Popen | None = None
         self._started_at = 0.0
-        self._inproc: OtelExporter | None = None
+        self._inproc = None  # an otel.OtelExporter, when no child process can be started
         self._start_child()
         self._sender = threading.Thread(target=self._send_loop, name="helicone-otlp-send", daemon=True)
         self._sender.start()
@@ -121,7 +123,7 @@ class OtelProcess:
             waiter = self._flushes[seq] = [threading.Event(), False]
         deadline = time.monotonic() + timeout
         try:
-            self._queue.put(("flush", seq, timeout), timeout=timeout)
+            self._queue.put(("flush", seq, deadline), timeout=timeout)
         except queue.Full:
             return False
         waiter[0].wait(max(0.0, deadline - time.monotonic()))
@@ -134,12 +136,13 @@ class OtelProcess:
         if self._inproc is not None:
             self._inproc.close(timeout)
             return
-        deadline = time.monotonic() + timeout + 5  # the child's own start-up, if it is just starting
+        flushed_by = time.monotonic() + timeout
+        deadline = flushed_by + 3  # then the child reports and exits
         try:
-            self._queue.put(("close", timeout), timeout=timeout)
+            self._queue.put(("close", flushed_by), timeout=timeout)
         except queue.Full:  # the child is stuck: what still waits for it is lost, and counted
             self._drain()
-            self._queue.put(("close", timeout))
+            self._queue.put(("close", flushed_by))
         self._sender.join(max(0.0, deadline - time.monotonic()))
         proc = self._proc
         if proc is not None:
@@ -189,6 +192,8 @@ class OtelProcess:
 
     def _fall_back(self, why: str) -> bool:
         logger.warning("helicone otlp: cannot start the exporter process (%s); exporting in-process", why)
+        from .otel import OtelExporter
+
         cfg = dict(self._config)
         self._inproc = OtelExporter(cfg.pop("endpoint"), cfg.pop("headers"), cfg.pop("content"), **cfg)
         return False
@@ -285,6 +290,8 @@ def serve(inp: BinaryIO, report: Callable[[dict], None]) -> int:
     first = _read_frame(inp)
     if not first or first[0] != "config":
         return 2
+    from .otel import OtelExporter
+
     cfg = dict(first[1])
     exporter = OtelExporter(cfg.pop("endpoint"), cfg.pop("headers"), cfg.pop("content"), **cfg)
     last: dict[str, int] = {}
@@ -299,22 +306,22 @@ def serve(inp: BinaryIO, report: Callable[[dict], None]) -> int:
                 report({"counters": now})
 
     threading.Thread(target=tick, name="helicone-otlp-report", daemon=True).start()
-    timeout = 5.0
+    deadline: float | None = None  # of the final flush: the proxy's, or 5 s from when it went away
     try:
         while True:
             msg = _read_frame(inp)
             if msg is None or msg[0] == "close":
-                timeout = msg[1] if msg else timeout
+                deadline = msg[1] if msg else None
                 break
             if msg[0] == "rows":
                 for values in msg[1]:
                     row = dict(zip(SPAN_COLUMNS, values[0], strict=True))
                     exporter.on_row(row, [{"key": k, "value": v} for k, v in values[1]])
             elif msg[0] == "flush":
-                ok = exporter.force_flush(msg[2])
+                ok = exporter.force_flush(max(0.0, msg[2] - time.monotonic()))
                 report({"counters": dict(exporter.counters), "flushed": msg[1], "ok": ok})
     finally:
-        exporter.close(timeout)
+        exporter.close(5.0 if deadline is None else max(0.0, deadline - time.monotonic()))
         stop.set()
         report({"counters": dict(exporter.counters)})
     return 0

@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from helicone_addon import headers
 from helicone_addon.exporters import genai
-from helicone_addon.exporters.otel import OtelExporter, parse_otlp_headers, traces_url
+from helicone_addon.exporters.otel import OtelExporter
+from helicone_addon.exporters.rows import parse_otlp_headers, traces_url
 from helicone_addon.exporters.otel_process import OtelProcess
 from helicone_addon.record import CallState, build_row
 
@@ -431,3 +432,16 @@ def test_ctrl_c_leaves_the_export_to_the_proxy(receiver):
     exp._proc.stdin.close()  # as when the proxy dies: the child sees its input end
     assert exp._proc.wait(10) == 0
     exp.close()
+
+
+def test_the_proxy_process_never_loads_the_sdk():
+    """The proxy's process only slims rows: the OpenTelemetry SDK is imported by the exporter process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from helicone_addon.exporters.hub import Exporters; e = Exporters(); "
+            "e.set_otlp('http://127.0.0.1:9'); loaded = [m for m in sys.modules if m.startswith('opentelemetry')]; "
+            "e.close(); print(loaded)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
