@@ -8,7 +8,7 @@ process (`python -m helicone_addon.exporters.otel_process`), which runs the `Ote
 own GIL and core. The collector's address and headers (auth) go down the pipe too, never on the
 command line where `ps` shows them.
 
-Frames on the child's stdin are a 4-byte big-endian length and a pickle:
+Frames on the child's stdin (`pipes.py`):
 ("config", kwargs) first, then ("rows", [tuple, ...]), ("flush", seq, deadline), ("close", deadline);
 a deadline is a `time.monotonic()` value, the same clock in both processes, so the time a frame
 waited (for the child to start, say) counts against it.
@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import pickle
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -39,28 +36,14 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from .. import pipes
+from ..pipes import read_frame, write_frame
 from .rows import SPAN_COLUMNS, slim_row, traces_url
 
 logger = logging.getLogger(__name__)
 
 RESTART_S = 5.0  # a child that exited is started again at most this often
 BATCH_ROWS = 512  # rows pickled into one frame at most
-_LEN = struct.Struct(">I")
-
-
-def _write_frame(out: BinaryIO, msg: Any) -> None:
-    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_LEN.pack(len(data)) + data)
-    out.flush()
-
-
-def _read_frame(inp: BinaryIO) -> Any:
-    head = inp.read(_LEN.size)
-    if len(head) < _LEN.size:
-        return None  # the proxy closed the pipe (or died): time to go
-    data = inp.read(_LEN.unpack(head)[0])
-    return pickle.loads(data)
-
 
 class OtelProcess:
     """Row subscriber exporting one GenAI span per call from a child process (see the module doc).
@@ -173,16 +156,11 @@ class OtelProcess:
             self._local[name] += n
 
     def _start_child(self) -> bool:
-        if getattr(sys, "frozen", False) or not sys.executable:
+        if not pipes.can_spawn():
             return self._fall_back("no Python interpreter to start it with")
-        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
-        argv = [sys.executable, *(["-O"] if sys.flags.optimize else []), "-m", __name__]
         self._started_at = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
-            _write_frame(proc.stdin, ("config", self._config))
+            proc = pipes.spawn(__name__, ("config", self._config))
         except OSError as e:
             return self._fall_back(str(e))
         proc.reader = threading.Thread(target=self._read_loop, args=(proc,), name="helicone-otlp-read", daemon=True)
@@ -250,7 +228,7 @@ class OtelProcess:
         if not self._alive():
             return False
         try:
-            _write_frame(self._proc.stdin, msg)
+            write_frame(self._proc.stdin, msg)
             return True
         except (OSError, ValueError):  # the child died: its reader logs and keeps its counters
             return False
@@ -287,7 +265,7 @@ class OtelProcess:
 # -- the child --------------------------------------------------------------------------------------
 def serve(inp: BinaryIO, report: Callable[[dict], None]) -> int:
     """Run an OtelExporter on the frames of `inp` (the child's main loop); `report(message)` answers."""
-    first = _read_frame(inp)
+    first = read_frame(inp)
     if not first or first[0] != "config":
         return 2
     from .otel import OtelExporter
@@ -309,7 +287,7 @@ def serve(inp: BinaryIO, report: Callable[[dict], None]) -> int:
     deadline: float | None = None  # of the final flush: the proxy's, or 5 s from when it went away
     try:
         while True:
-            msg = _read_frame(inp)
+            msg = read_frame(inp)
             if msg is None or msg[0] == "close":
                 deadline = msg[1] if msg else None
                 break
