@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -299,13 +300,21 @@ def serve(inp: BinaryIO, report: Callable[[dict], None]) -> int:
                 ok = exporter.force_flush(max(0.0, msg[2] - time.monotonic()))
                 report({"counters": dict(exporter.counters), "flushed": msg[1], "ok": ok})
     finally:
-        exporter.close(5.0 if deadline is None else max(0.0, deadline - time.monotonic()))
+        # the SDK's close can sit out a retry's back-off past its time-out: give it the time left,
+        # then count what it still holds as failed, and go (main exits without waiting for it)
+        left = 5.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        closer = threading.Thread(target=exporter.close, args=(left,), name="helicone-otlp-close", daemon=True)
+        closer.start()
+        closer.join(left + 0.5)
         stop.set()
-        report({"counters": dict(exporter.counters)})
+        final = dict(exporter.counters)
+        if closer.is_alive():
+            final["spans_failed"] = final["spans_queued"] - final["spans_exported"]
+        report({"counters": final})
     return 0
 
 
-def main() -> int:
+def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the proxy, which closes us after a flush
     logging.basicConfig(level=logging.WARNING, format="helicone otlp exporter: %(message)s")
     out = sys.stdout
@@ -319,8 +328,10 @@ def main() -> int:
             except (OSError, ValueError):
                 pass  # the proxy is gone: its stdin closing ends the loop
 
-    return serve(sys.stdin.buffer, report)
+    code = serve(sys.stdin.buffer, report)
+    logging.shutdown()
+    os._exit(code)  # not waiting for an export thread still in its back-off (its spans are counted failed)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
