@@ -1,8 +1,10 @@
 """HeliconeLog: every finished LLM call becomes one row of the SQLite log.
 
-The event loop only hands the finished call to the store's writer thread (no parsing, no I/O
-here). There the row is built (usage, cost, redaction: record.py), the flow's row listeners run
-(cents accounting, the mitmweb comment, exporters), and the row is inserted in a batch.
+The event loop only hands the finished call over (no parsing, no I/O here): by default to a log
+writer process (`store/process.py`, option helicone_log_process), else to the store's writer
+thread. There the row is built (usage, cost, redaction: record.py) and inserted in a batch; the
+flow's row listeners (cents accounting, the mitmweb comment, exporters) get the built row on a
+thread of the proxy.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
-from helicone_addon import config, pricing
+from helicone_addon import config, pipes, pricing
 from helicone_addon.proxy.flowrecord import META, FlowRecord
 from helicone_addon.record import build_row
 from helicone_addon.store import LogStore
+from helicone_addon.store.process import LogProcess
 from helicone_addon.store.gauges import has_table, write_gauges
 
 logger = logging.getLogger("helicone_addon")
@@ -56,6 +59,11 @@ class HeliconeLog:
             "Keep the log database under this size in MiB by deleting the oldest calls (0: no limit).",
         )
         loader.add_option(
+            "helicone_log_process", bool, True,
+            "Build and write log rows in a process of its own (usage, pricing and SQLite then run on "
+            "their own core, off the proxy's GIL). Off: on a thread of the proxy.",
+        )
+        loader.add_option(
             "helicone_postgres", str, "",
             "Fleet mode: postgresql://user@host:port/db that every replica ships its log to (the local "
             "SQLite stays the write-ahead outbox; needs the 'fleet' extra). Empty: local log only.",
@@ -69,6 +77,10 @@ class HeliconeLog:
                 self.price_overrides = pricing.parse_overrides(text) if text else None
             except ValueError as e:
                 raise exceptions.OptionsError(f"helicone_price_overrides: {e}") from e
+            if isinstance(self.store, LogProcess):
+                self.store.price_overrides = self.price_overrides
+        if "helicone_estimate_usage" in updated and isinstance(self.store, LogProcess):
+            self.store.estimate = opts.helicone_estimate_usage
         if "helicone_retention_days" in updated and opts.helicone_retention_days < 0:
             raise exceptions.OptionsError("helicone_retention_days must be >= 0")
         if "helicone_max_db_mb" in updated and opts.helicone_max_db_mb < 0:
@@ -82,7 +94,7 @@ class HeliconeLog:
             if not is_postgres_url(opts.helicone_postgres):
                 raise exceptions.OptionsError(
                     f"helicone_postgres must be a postgresql:// URL, not {opts.helicone_postgres!r}")
-        if self._running and updated & {"helicone_data_dir", "helicone_db", "helicone_postgres"}:
+        if self._running and updated & {"helicone_data_dir", "helicone_db", "helicone_postgres", "helicone_log_process"}:
             self._close()
             self._open()
 
@@ -106,11 +118,13 @@ class HeliconeLog:
             return
         self._close()
         config.ensure_private_dir(Path(ctx.options.helicone_data_dir).expanduser())
-        self.store = LogStore(
-            path,
-            retention_days=ctx.options.helicone_retention_days,
-            max_db_bytes=ctx.options.helicone_max_db_mb * 1024 * 1024,
-        ).start()
+        retention = {"retention_days": ctx.options.helicone_retention_days,
+                     "max_db_bytes": ctx.options.helicone_max_db_mb * 1024 * 1024}
+        if ctx.options.helicone_log_process and pipes.can_spawn():
+            self.store = LogProcess(path, **retention, price_overrides=self.price_overrides,
+                                    estimate=ctx.options.helicone_estimate_usage).start()
+        else:
+            self.store = LogStore(path, **retention).start()
         self._opened = path
         logger.info("helicone: logging LLM calls to %s", path)
         self._start_shipper(path)
@@ -172,6 +186,9 @@ class HeliconeLog:
             return
         rec.finished = True  # once, even if both response and error fire
         call, listeners, store = rec.call, tuple(rec.on_row), self.store
+        if isinstance(store, LogProcess):
+            store.submit_call(call, listeners)  # pickled onto a queue: ~20 µs
+            return
         overrides, estimate = self.price_overrides, ctx.options.helicone_estimate_usage
 
         def job():

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 Job = Callable[[], tuple[Row, list[Row]]] | tuple[Row, list[Row]]
 
 _STOP = object()
+COUNTERS = ("written", "spilled", "reloaded", "dropped", "build_errors", "write_retries")
 
 
 class LogStore:
@@ -58,7 +59,7 @@ class LogStore:
         self._next_retention = 0.0
         self._persisted: dict[str, int] = {}
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.counters = {"written": 0, "spilled": 0, "reloaded": 0, "dropped": 0, "build_errors": 0, "write_retries": 0}
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self._thread: threading.Thread | None = None
         self._inserter: threading.Thread | None = None
         self._built: queue.Queue = queue.Queue(maxsize=2)

@@ -544,7 +544,10 @@ def test_hooks_never_raise_and_every_call_is_logged(tmp_path, fast_retries):
     addon = Chain()
     with taddons.context(*addon.addons) as tctx:
         loop = tctx.master.event_loop
-        tctx.configure(addon.addons[0], helicone_data_dir=str(tmp_path / "data"), helicone_api_port=0)
+        # the writer on a thread of this process: its retries are sped up here, its batches cut per call
+        # (the writer process is the same LogStore: tests/unit/test_store_process.py, the e2e suite)
+        tctx.configure(addon.addons[0], helicone_data_dir=str(tmp_path / "data"), helicone_api_port=0,
+                       helicone_log_process=False)
 
         async def start() -> None:
             await addon.running()
