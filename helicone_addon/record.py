@@ -9,6 +9,7 @@ door it came through.
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,31 @@ from .usage.types import ParsedResponse, RequestInfo
 
 logger = logging.getLogger(__name__)
 
+
+def _make_dumps():
+    """``json.dumps`` with its default settings, for the JSON columns of a row.
+
+    ``json.dumps`` sets up a new C encoder on every call, which costs more than encoding the few
+    headers or the usage object of a call. Here the stdlib's C encoder is made once with the same
+    settings (ASCII escapes, ", " and ": " separators, NaN allowed, keys in their order), so the text
+    is the same as ``json.dumps`` gives. It skips the check for circular references: what is encoded
+    here (header dicts, properties, attempts, usage objects parsed from JSON) holds none. Without the
+    C encoder (another Python implementation) this is ``json.dumps`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.dumps
+    encode = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None,
+                  ": ", ", ", False, False, True)
+    join = "".join
+
+    def dumps(obj: Any) -> str:
+        return join(encode(obj, 0))
+
+    return dumps
+
+
+_dumps = _make_dumps()
 
 
 @dataclass
@@ -73,7 +99,8 @@ class CallState:
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # an aware UTC datetime's isoformat always ends in "+00:00"
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _text(data: bytes | None) -> str | None:
@@ -164,7 +191,7 @@ def build_row(
         "latency_ms": round(latency, 3) if latency is not None else None,
         "ttft_ms": round(ttft, 3) if ttft is not None else None,
         "usage_source": u.source if u else None,
-        "usage_raw": json.dumps(u.raw) if u is not None and u.raw is not None else None,
+        "usage_raw": _dumps(u.raw) if u is not None and u.raw is not None else None,
         "cost_usd": cost,
         "cost_note": note,
         "prices_version": version,
@@ -173,18 +200,18 @@ def build_row(
         "session_id": opts.session_id if opts else None,
         "session_path": opts.session_path if opts else None,
         "session_name": opts.session_name if opts else None,
-        "properties": json.dumps(props) if props else None,
+        "properties": _dumps(props) if props else None,
         "cache_hit": int(state.cache_hit),
         "cache_reference_id": state.cache_reference_id,
         "retries": state.retries,
-        "attempts": json.dumps(state.attempts) if state.attempts else None,
+        "attempts": _dumps(state.attempts) if state.attempts else None,
         "fallback_index": state.fallback_index,
         "rate_limited": int(state.rate_limited),
         "error": error,
         "client_request_id": opts.client_request_id if opts else None,
-        "request_headers": json.dumps(redact_headers(state.request_headers)),
+        "request_headers": _dumps(redact_headers(state.request_headers)),
         "request_body": None if omit_req else _text(state.request_body),
-        "response_headers": json.dumps(redact_headers(state.response_headers)),
+        "response_headers": _dumps(redact_headers(state.response_headers)),
         "response_body": None if omit_resp else _text(body),
         "stream_offsets": _stream_offsets(state),
         "replayed_from": state.replayed_from,

@@ -1,0 +1,48 @@
+"""The fast paths of record.build_row give exactly what the plain code gives."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from helicone_addon import record
+
+JSON_VALUES = [
+    {},
+    [],
+    {"host": "api.openai.com", "authorization": "Bearer [REDACTED sha256:0123456789ab]"},
+    {"x-note": "caf\u00e9 \u2713 \U0001f600 \"quoted\" back\\slash \n\t\x00\x1f \ud800"},
+    {"prompt_tokens": 12, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 0}, "x": None,
+     "ok": True, "no": False, "big": 2**70, "neg": -3, "f": 0.1, "e": 1e300, "tiny": 5e-324},
+    [{"input_tokens": 3}, {"output_tokens": 4, "nested": [1, [2, [3, {}]]]}],
+    [500, 200, None],
+    {"nan": math.nan, "inf": math.inf, "-inf": -math.inf},
+    {1: "int key", 2.5: "float key", True: "bool key", None: "none key"},
+    "just a string \u00e9",
+]
+
+
+@pytest.mark.parametrize("value", JSON_VALUES, ids=range(len(JSON_VALUES)))
+def test_json_columns_are_json_dumps(value):
+    assert record._dumps(value) == json.dumps(value)
+
+
+def test_json_columns_refuse_what_json_dumps_refuses():
+    with pytest.raises(TypeError) as ours:
+        record._dumps({"a": object()})
+    with pytest.raises(TypeError) as theirs:
+        json.dumps({"a": object()})
+    assert str(ours.value) == str(theirs.value)
+    # and a failure leaves nothing behind that changes the next call
+    assert record._dumps({"a": 1}) == '{"a": 1}'
+
+
+@pytest.mark.parametrize("ts", [0, 0.0004, 0.0005, 0.9995, 0.99999949, 0.9999995, 1_700_000_123.4567,
+                                1_700_000_123.9999996, 1_700_000_000, 2_000_000_000.123, 1e9 + 0.5e-6, 253402300799.999])
+def test_iso_is_isoformat_in_milliseconds(ts):
+    from datetime import UTC, datetime
+
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert record.iso(ts) == expected
