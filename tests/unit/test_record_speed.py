@@ -46,3 +46,43 @@ def test_iso_is_isoformat_in_milliseconds(ts):
 
     expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert record.iso(ts) == expected
+
+
+PATHS = [
+    "/v1/chat/completions",
+    "/v1beta/models/gemini-2.0-flash:generateContent?key=AIzaSECRET",
+    "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key=AIza",
+    "/v1/projects/p/locations/us/publishers/google/models/gemini-1.5-pro:streamGenerateContent",
+    "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-06-01",
+    "/x&API_KEY=abc#frag",
+    "/v1/models/m:embedContent",
+    "",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_redact_url_is_the_pattern_substitution(path):
+    from helicone_addon import redact
+
+    plain = redact._KEY_QUERY.sub(lambda m: f"{m.group(1)}REDACTED-{redact.fingerprint(m.group(2))}", path)
+    assert redact.redact_url(path) == plain
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_request_facts_from_the_path_are_those_of_providers(path):
+    from helicone_addon import providers
+    from helicone_addon.usage import parse_request
+
+    for _ in range(2):  # the second time from the kept answer
+        info = parse_request("gemini", path, b'{"messages": []}')
+        want_model = (providers.gemini_model_from_path(path) or providers.azure_deployment_from_path(path)) if path else None
+        assert info.model == want_model
+        assert info.stream == (bool(path) and providers.gemini_stream_from_path(path))
+
+
+def test_a_redacted_value_is_the_same_from_the_cache():
+    from helicone_addon.redact import fingerprint, redact_value
+
+    for _ in range(2):
+        assert redact_value("Bearer sk-abc ") == f"Bearer [REDACTED sha256:{fingerprint('sk-abc')}]"
+        assert redact_value("sk-abc") == f"[REDACTED sha256:{fingerprint('sk-abc')}]"
