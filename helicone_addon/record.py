@@ -98,9 +98,31 @@ class CallState:
     cancelled: bool = False
 
 
+_seconds: dict[int, str] = {}  # whole second since the epoch -> "YYYY-MM-DDTHH:MM:SS"
+_MAX_TS = 253402300800  # 10000-01-01: datetime's range ends before
+
+
 def iso(ts: float) -> str:
-    # an aware UTC datetime's isoformat always ends in "+00:00"
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """ISO-8601 UTC time in milliseconds, as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec=
+    "milliseconds")`` writes it, with "Z" for "+00:00".
+
+    Calls come in the same few seconds, so the text of each second is kept; the milliseconds are
+    worked out as datetime does: the fraction rounded to microseconds half to even (which may carry
+    into the next second), then cut to milliseconds.
+    """
+    if type(ts) is float and 0.0 <= ts < _MAX_TS:
+        sec = int(ts)
+        us = round((ts - sec) * 1e6)  # ts - sec is exact (the fraction datetime takes with modf)
+        if us >= 1_000_000:
+            sec += 1
+            us -= 1_000_000
+        head = _seconds.get(sec)
+        if head is None:
+            if len(_seconds) >= 4096:
+                _seconds.clear()
+            head = _seconds[sec] = datetime.fromtimestamp(sec, UTC).isoformat()[:-6]
+        return f"{head}.{us // 1000:03d}Z"
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(data: bytes | None) -> str | None:

@@ -86,3 +86,18 @@ def test_a_redacted_value_is_the_same_from_the_cache():
     for _ in range(2):
         assert redact_value("Bearer sk-abc ") == f"Bearer [REDACTED sha256:{fingerprint('sk-abc')}]"
         assert redact_value("sk-abc") == f"[REDACTED sha256:{fingerprint('sk-abc')}]"
+
+
+def test_iso_matches_datetime_on_many_times_and_rounding_edges():
+    import random
+    from datetime import UTC, datetime
+
+    rng = random.Random(7)
+    times = [rng.uniform(0, 4e9) for _ in range(20000)] + [rng.randrange(0, 2**40) / 1e6 for _ in range(20000)]
+    times += [math.nextafter(k + 0.9999995, d) for k in range(0, 2_000_000_000, 77_777_777) for d in (0, 1e10)]
+    times += [k + f for k in (0, 1_700_000_000) for f in (0.0004995, 0.0005, 0.9995, 0.9999995, 2.5e-6)]
+    for ts in times:
+        assert record.iso(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z", ts
+    with pytest.raises(ValueError):  # rounds up into the year 10000, as datetime refuses
+        record.iso(253402300799.9999997)
+    assert record.iso(1_700_000_000) == "2023-11-14T22:13:20.000Z"  # an int
