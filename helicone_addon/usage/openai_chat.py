@@ -63,8 +63,8 @@ class ChatAccumulator(Accumulator):
             return
         self.objects += 1
         m = obj.get("model")
-        if m:
-            self.set_model(m)
+        if m and isinstance(m, str):  # set_model, without the call (every chunk of a stream names it)
+            self.model = m
         u = obj.get("usage")
         if isinstance(u, dict) and u:
             self.raw_usage = u

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from ..sse import SSEDecoder
-from ._base import Accumulator, loads
+from ._base import Accumulator, _decode, loads
 from .anthropic import _STREAM_TYPES as _ANTHROPIC_TYPES
 from .anthropic import AnthropicAccumulator
 from .decode import BodyDecoder
@@ -205,8 +205,7 @@ class StreamParser:
         if mode == "sse":
             self._streamed = True
             if self._whole:
-                for name, data in sse_events(head.decode("utf-8", "replace")):
-                    self._event(name, data)
+                self._events_of_whole_body(sse_events(head.decode("utf-8", "replace")))
                 return
             self._sse = SSEDecoder()
             self._sse_feed(head)
@@ -232,6 +231,26 @@ class StreamParser:
                 self._object({"error": {"message": data.strip()}}, name)
             return
         self._object(obj, name)
+
+    def _events_of_whole_body(self, events: list[tuple[str | None, str]]) -> None:
+        """``_event`` for each event, the common case (valid JSON, the format settled) done here
+        without the calls in between."""
+        decode = _decode
+        for name, data in events:
+            if not data or data == "[DONE]":
+                self._events += 1
+                continue
+            try:
+                obj = decode(data)
+            except (ValueError, RecursionError):  # whatever msgspec refuses: as _event does it
+                self._event(name, data)
+                continue
+            self._events += 1
+            acc = self._acc
+            if acc is None or self._sniffing:
+                self._object(obj, name)
+            else:
+                acc.feed(obj, name)
 
     # -- JSON -----------------------------------------------------------------------------
 
