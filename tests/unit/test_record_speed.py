@@ -101,3 +101,99 @@ def test_iso_matches_datetime_on_many_times_and_rounding_edges():
     with pytest.raises(ValueError):  # rounds up into the year 10000, as datetime refuses
         record.iso(253402300799.9999997)
     assert record.iso(1_700_000_000) == "2023-11-14T22:13:20.000Z"  # an int
+
+
+def _plain_insert(conn, table, rows):
+    """The reference: every value bound, one statement per row."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    sql = f"INSERT OR REPLACE INTO [{table}] ({', '.join(f'[{c}]' for c in cols)}) VALUES ({', '.join('?' * len(cols))})"
+    conn.executemany(sql, [[r.get(c) for c in cols] for r in rows])
+
+
+def test_insert_rows_writes_null_for_columns_empty_in_every_row(tmp_path):
+    """Columns empty in the whole batch are written as NULL literals (not bound): the stored rows are
+    those of binding every value, NULL and not the column's default included."""
+    import sqlite3
+
+    from helicone_addon.store import insert_rows
+
+    rows = [
+        {"a": "1", "b": None, "c": 5, "d": None, "e": 1.5},
+        {"a": "2", "b": None, "c": None, "d": None, "e": None},
+        {"a": "3", "b": None, "c": 7, "d": "dee", "e": None},
+    ]
+    results = []
+    for how in (insert_rows, _plain_insert):
+        conn = sqlite3.connect(tmp_path / f"{how.__name__}.db")
+        conn.execute("CREATE TABLE t (a TEXT PRIMARY KEY, b TEXT DEFAULT 'dflt', c INTEGER DEFAULT 9, d TEXT, e REAL)")
+        with conn:
+            how(conn, "t", rows)
+            how(conn, "t", [dict(rows[0], c=None)])  # one row, all but the key and e empty: replaces
+            how(conn, "t", [{"a": "4", "b": None}, {"b": None, "a": "5"}])  # keys in another order
+            how(conn, "t", [{"a": "6"}])  # one column
+        results.append(conn.execute("SELECT a, b, c, d, e, typeof(b), typeof(c) FROM t ORDER BY a").fetchall())
+        conn.close()
+    assert results[0] == results[1]
+    assert results[0][0] == ("1", None, None, None, 1.5, "null", "null")
+
+
+def test_insert_rows_stores_built_rows_as_binding_every_value(tmp_path):
+    """Rows as build_row makes them (many columns empty in every row), through the log's own schema."""
+    import sys
+    from pathlib import Path
+
+    from helicone_addon.store import insert_rows, open_db
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from _bench_writer import _states
+    from _util import MODEL
+    from fakes.upstream import REPLY_WORDS, openai_completion, openai_sse_events
+
+    from helicone_addon.record import build_row
+
+    body = json.dumps(openai_completion(MODEL, "".join(REPLY_WORDS))).encode()
+    built = [build_row(st) for st in _states(40, openai_sse_events(MODEL, include_usage=True), body)]
+    built[5][0]["error"] = "boom"  # one row with a column the others leave empty
+    dumps = []
+    for how in (insert_rows, _plain_insert):
+        db = open_db(tmp_path / f"{how.__name__}.db")
+        with db.conn:
+            how(db.conn, "requests", [r for r, _ in built])
+            how(db.conn, "properties", [p for _, ps in built for p in ps])
+        dumps.append((db.execute("SELECT * FROM requests ORDER BY rowid").fetchall(),
+                      db.execute("SELECT * FROM properties ORDER BY rowid").fetchall(),
+                      db.execute("SELECT rowid FROM requests_fts WHERE requests_fts MATCH 'hello' ORDER BY rowid").fetchall()))
+        db.execute("INSERT INTO requests_fts(requests_fts) VALUES('integrity-check')")
+        db.conn.close()
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0][0]) == 40 and len(dumps[0][2]) == 40
+
+
+SSE_BODIES = [
+    # an error object first (format still open), then chat chunks, one with NaN (json.loads takes it,
+    # msgspec does not), a plain-text error event, an empty data line, [DONE]
+    b'data: {"error": {"message": "first"}}\n\n'
+    b'data: {"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
+    b'data: {"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-2024", "x": NaN, "choices": [{"index": 0, "delta": {"content": " there"}}]}\n\n'
+    b"event: error\ndata: upstream went away\n\n"
+    b"data:\n\n"
+    b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n'
+    b"data: [DONE]\n\n",
+    # an array of chunks in one event, then Anthropic events on a chat path (the format switches)
+    b'data: [{"object": "chat.completion.chunk", "model": "m", "choices": []}]\n\n'
+    b'event: message_start\ndata: {"type": "message_start", "message": {"model": "claude", "content": [], "usage": {"input_tokens": 4}}}\n\n'
+    b'data: {"bad json\n\n',
+]
+
+
+@pytest.mark.parametrize("body", SSE_BODIES)
+def test_a_whole_sse_body_parses_as_the_same_body_fed_byte_by_byte(body):
+    from helicone_addon.usage import StreamParser, parse_response
+
+    whole = parse_response("openai-chat", body, "text/event-stream", 200)
+    p = StreamParser("openai-chat", "text/event-stream", 200)
+    for i in range(len(body)):
+        p.feed(body[i:i + 1])
+    fed = p.finish()
+    assert whole == fed
+    assert whole.streamed
