@@ -134,6 +134,13 @@ class StreamParser:
     def parse_all(self, body: bytes) -> ParsedResponse:
         """The whole body at once: the same result as ``feed(body)`` then ``finish()``, sooner."""
         self._whole = True
+        if (type(body) is bytes and body[:1] in (b"{", b"[") and self._mode is None and self._decoder is None
+                and not self._keep_raw and self._finished is None):
+            # JSON from its first byte, nothing to decode or keep: what feed() would conclude
+            self._mode = "json"
+            self.nbytes = len(body)
+            self._json = body  # read (not changed) by _parse_json
+            return self.finish()
         self.feed(body)
         return self.finish()
 

@@ -197,3 +197,26 @@ def test_a_whole_sse_body_parses_as_the_same_body_fed_byte_by_byte(body):
     fed = p.finish()
     assert whole == fed
     assert whole.streamed
+
+
+JSON_BODIES = [
+    b'{"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [{"message": {"content": "Hi"}}],'
+    b' "usage": {"prompt_tokens": 3, "completion_tokens": 1}}',
+    b'[{"candidates": [{"content": {"parts": [{"text": "a"}]}}], "modelVersion": "gemini-2"}, {"usageMetadata": {"promptTokenCount": 2}}',
+    b'{"model": "m", "choices": []}\n{"model": "m2", "choices": [], "usage": {"prompt_tokens": 1}}\n',
+    b'{"error": {"message": "bad \xff byte"}}',
+    b'{"x": NaN, "model": "m", "choices": []}',
+]
+
+
+@pytest.mark.parametrize("body", JSON_BODIES)
+@pytest.mark.parametrize("status", [200, 400, None])
+def test_a_whole_json_body_parses_as_the_same_body_fed_byte_by_byte(body, status):
+    from helicone_addon.usage import StreamParser, parse_response
+
+    whole = parse_response("openai-chat", body, "application/json", status)
+    p = StreamParser("openai-chat", "application/json", status)
+    for i in range(len(body)):
+        p.feed(body[i:i + 1])
+    assert whole == p.finish()
+    assert whole.model or whole.error or whole.usage
