@@ -148,13 +148,15 @@ def build_row(
     if req is None:
         req = usage.parse_request(state.api, state.path, state.request_body)
     body = b""
-    parsed = ParsedResponse()
+    parsed = None
     if state.status is not None or state.chunks:
         try:
             body = response_bytes(state)
             parsed = usage.parse_response(state.api, body, state.content_type, state.status)
         except Exception:  # a parser bug must not lose the row
             logger.exception("usage extraction failed for %s", state.id)
+    if parsed is None:
+        parsed = ParsedResponse()
 
     u = parsed.usage
     if (
