@@ -19,7 +19,7 @@ JSON_VALUES = [
     [{"input_tokens": 3}, {"output_tokens": 4, "nested": [1, [2, [3, {}]]]}],
     [500, 200, None],
     {"nan": math.nan, "inf": math.inf, "-inf": -math.inf},
-    {1: "int key", 2.5: "float key", True: "bool key", None: "none key"},
+    {1: "int key", 2.5: "float key", False: "bool key", None: "none key"},
     "just a string \u00e9",
 ]
 
