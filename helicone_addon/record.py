@@ -9,6 +9,7 @@ door it came through.
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,31 @@ from .usage.types import ParsedResponse, RequestInfo
 
 logger = logging.getLogger(__name__)
 
+
+def _make_dumps():
+    """``json.dumps`` with its default settings, for the JSON columns of a row.
+
+    ``json.dumps`` sets up a new C encoder on every call, which costs more than encoding the few
+    headers or the usage object of a call. Here the stdlib's C encoder is made once with the same
+    settings (ASCII escapes, ", " and ": " separators, NaN allowed, keys in their order), so the text
+    is the same as ``json.dumps`` gives. It skips the check for circular references: what is encoded
+    here (header dicts, properties, attempts, usage objects parsed from JSON) holds none. Without the
+    C encoder (another Python implementation) this is ``json.dumps`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.dumps
+    encode = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None,
+                  ": ", ", ", False, False, True)
+    join = "".join
+
+    def dumps(obj: Any) -> str:
+        return join(encode(obj, 0))
+
+    return dumps
+
+
+_dumps = _make_dumps()
 
 
 @dataclass
@@ -72,7 +98,30 @@ class CallState:
     cancelled: bool = False
 
 
+_seconds: dict[int, str] = {}  # whole second since the epoch -> "YYYY-MM-DDTHH:MM:SS"
+_MAX_TS = 253402300800  # 10000-01-01: datetime's range ends before
+
+
 def iso(ts: float) -> str:
+    """ISO-8601 UTC time in milliseconds, as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec=
+    "milliseconds")`` writes it, with "Z" for "+00:00".
+
+    Calls come in the same few seconds, so the text of each second is kept; the milliseconds are
+    worked out as datetime does: the fraction rounded to microseconds half to even (which may carry
+    into the next second), then cut to milliseconds.
+    """
+    if type(ts) is float and 0.0 <= ts < _MAX_TS:
+        sec = int(ts)
+        us = round((ts - sec) * 1e6)  # ts - sec is exact (the fraction datetime takes with modf)
+        if us >= 1_000_000:
+            sec += 1
+            us -= 1_000_000
+        head = _seconds.get(sec)
+        if head is None:
+            if len(_seconds) >= 4096:
+                _seconds.clear()
+            head = _seconds[sec] = datetime.fromtimestamp(sec, UTC).isoformat()[:-6]
+        return f"{head}.{us // 1000:03d}Z"
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -99,13 +148,15 @@ def build_row(
     if req is None:
         req = usage.parse_request(state.api, state.path, state.request_body)
     body = b""
-    parsed = ParsedResponse()
+    parsed = None
     if state.status is not None or state.chunks:
         try:
             body = response_bytes(state)
             parsed = usage.parse_response(state.api, body, state.content_type, state.status)
         except Exception:  # a parser bug must not lose the row
             logger.exception("usage extraction failed for %s", state.id)
+    if parsed is None:
+        parsed = ParsedResponse()
 
     u = parsed.usage
     if (
@@ -164,7 +215,7 @@ def build_row(
         "latency_ms": round(latency, 3) if latency is not None else None,
         "ttft_ms": round(ttft, 3) if ttft is not None else None,
         "usage_source": u.source if u else None,
-        "usage_raw": json.dumps(u.raw) if u is not None and u.raw is not None else None,
+        "usage_raw": _dumps(u.raw) if u is not None and u.raw is not None else None,
         "cost_usd": cost,
         "cost_note": note,
         "prices_version": version,
@@ -173,18 +224,18 @@ def build_row(
         "session_id": opts.session_id if opts else None,
         "session_path": opts.session_path if opts else None,
         "session_name": opts.session_name if opts else None,
-        "properties": json.dumps(props) if props else None,
+        "properties": _dumps(props) if props else None,
         "cache_hit": int(state.cache_hit),
         "cache_reference_id": state.cache_reference_id,
         "retries": state.retries,
-        "attempts": json.dumps(state.attempts) if state.attempts else None,
+        "attempts": _dumps(state.attempts) if state.attempts else None,
         "fallback_index": state.fallback_index,
         "rate_limited": int(state.rate_limited),
         "error": error,
         "client_request_id": opts.client_request_id if opts else None,
-        "request_headers": json.dumps(redact_headers(state.request_headers)),
+        "request_headers": _dumps(redact_headers(state.request_headers)),
         "request_body": None if omit_req else _text(state.request_body),
-        "response_headers": json.dumps(redact_headers(state.response_headers)),
+        "response_headers": _dumps(redact_headers(state.response_headers)),
         "response_body": None if omit_resp else _text(body),
         "stream_offsets": _stream_offsets(state),
         "replayed_from": state.replayed_from,

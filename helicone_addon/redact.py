@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -15,6 +16,9 @@ def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
+# A client sends the same key on every call: its redacted form is kept for the next one. The cache
+# lives in this process only (which holds the keys anyway, in the calls it forwards).
+@functools.lru_cache(maxsize=256)
 def redact_value(value: str) -> str:
     """'Bearer sk-abc' -> 'Bearer [REDACTED sha256:…]' (the scheme word is kept, the secret is not)."""
     scheme, sep, rest = value.partition(" ")
@@ -35,4 +39,6 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def redact_url(url: str) -> str:
     """Replace `?key=` style query values (Gemini) with a fingerprint."""
+    if "=" not in url:  # nothing the pattern can match (most paths)
+        return url
     return _KEY_QUERY.sub(lambda m: f"{m.group(1)}REDACTED-{fingerprint(m.group(2))}", url)

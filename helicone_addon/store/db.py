@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -99,33 +100,61 @@ def insert_rows(conn: sqlite3.Connection, table: str, rows: list[Row]) -> None:
     if not rows:
         return
     cols = tuple(rows[0])
-    keys = set(cols)
-    if any(r.keys() != keys for r in rows):
+    # rows built alike have their keys in the same order: comparing key tuples is cheaper than
+    # comparing key sets (rows with the same keys in another order take the merge, which keeps cols)
+    nulls: frozenset[str] = frozenset()
+    if all(map(cols.__eq__, map(tuple, rows))):
+        nulls = _null_columns(rows, cols)
+    else:
         merged = dict.fromkeys(cols)
         for r in rows:
             merged.update(dict.fromkeys(r))
         cols = tuple(merged)
-    per = max(1, min(len(rows), _MAX_VARS // len(cols)))
-    getter = itemgetter(*cols) if len(cols) > 1 else (lambda r, c=cols[0]: (r[c],))
+    bound = tuple(c for c in cols if c not in nulls) if nulls else cols
+    per = max(1, min(len(rows), _MAX_VARS // max(1, len(bound))))
+    getter = _getter(bound)
     for i in range(0, len(rows), per):
         chunk = rows[i : i + per]
-        key = (table, cols, len(chunk))
+        key = (table, cols, nulls, len(chunk))
         sql = _sql_cache.get(key)
         if sql is None:
-            one = "(" + ", ".join("?" * len(cols)) + ")"
+            one = "(" + ", ".join("NULL" if c in nulls else "?" for c in cols) + ")"
             sql = (f"INSERT OR REPLACE INTO [{table}] ({', '.join(f'[{c}]' for c in cols)}) VALUES "
                    + ", ".join([one] * len(chunk)))
             if len(_sql_cache) > 256:
                 _sql_cache.clear()
             _sql_cache[key] = sql
-        try:
-            params = [v for r in chunk for v in getter(r)]
+        try:  # a tuple: sqlite3 reads its items directly
+            params = tuple(chain.from_iterable(map(getter, chunk)))
         except KeyError:  # a row lacks some columns: they are NULL
-            params = [r.get(c) for r in chunk for c in cols]
+            params = tuple([r.get(c) for r in chunk for c in bound])
         try:
             conn.execute(sql, params)
         except sqlite3.ProgrammingError:  # a value sqlite3 cannot bind (dict, list, date, ...)
             conn.execute(sql, [jsonify_if_needed(v) for v in params])
+
+
+def _getter(cols: tuple[str, ...]):
+    """row -> tuple of its values in those columns."""
+    if len(cols) > 1:
+        return itemgetter(*cols)
+    if cols:
+        return lambda r, c=cols[0]: (r[c],)
+    return lambda r: ()
+
+
+def _null_columns(rows: list[Row], cols: tuple[str, ...]) -> frozenset[str]:
+    """The columns that are None in every row (all rows have every column). The statement writes
+    NULL for them instead of binding a None per row: sqlite3 binds a None through its adapter
+    lookup, the slowest bind there is, and many columns of a log row are empty in every row of a
+    batch."""
+    maybe = tuple(c for c in cols if rows[0][c] is None)
+    if not maybe:
+        return frozenset()
+    n = len(rows)
+    # one column's values per tuple (zip does the transposing without a Python loop)
+    columns = zip(*map(_getter(maybe), rows), strict=True)
+    return frozenset(c for c, values in zip(maybe, columns, strict=True) if values.count(None) == n)
 
 
 def clean_row(row: Row) -> Row:

@@ -20,12 +20,17 @@ def normalise_openai_usage(u: dict) -> Usage:
 
     prompt_tokens already includes cached tokens and completion_tokens already includes reasoning.
     """
-    prompt = as_int(u.get("prompt_tokens"))
-    if prompt is None:
-        prompt = as_int(u.get("input_tokens"))
-    completion = as_int(u.get("completion_tokens"))
-    if completion is None:
-        completion = as_int(u.get("output_tokens"))
+    get = u.get
+    prompt = get("prompt_tokens")
+    if type(prompt) is not int:  # an int is kept as it is (as_int's common case, without the call)
+        prompt = as_int(prompt)
+        if prompt is None:
+            prompt = as_int(get("input_tokens"))
+    completion = get("completion_tokens")
+    if type(completion) is not int:
+        completion = as_int(completion)
+        if completion is None:
+            completion = as_int(get("output_tokens"))
     pdet = u.get("prompt_tokens_details")
     if not isinstance(pdet, dict):
         pdet = u.get("input_tokens_details")
@@ -63,8 +68,8 @@ class ChatAccumulator(Accumulator):
             return
         self.objects += 1
         m = obj.get("model")
-        if m:
-            self.set_model(m)
+        if m and isinstance(m, str):  # set_model, without the call (every chunk of a stream names it)
+            self.model = m
         u = obj.get("usage")
         if isinstance(u, dict) and u:
             self.raw_usage = u

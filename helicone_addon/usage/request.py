@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -27,6 +28,14 @@ def _load(body: Any) -> Any:
             return None
         return loads(body)
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _path_facts(path: str) -> tuple[str | None, bool, str | None]:
+    """(Gemini model, Gemini stream, Azure deployment) a path names. Calls go to a few paths over
+    and over, so each path's answer is kept."""
+    return (providers.gemini_model_from_path(path), providers.gemini_stream_from_path(path),
+            providers.azure_deployment_from_path(path))
 
 
 def parse_request(api: str, path: str, body: bytes | None) -> RequestInfo:
@@ -60,15 +69,13 @@ def parse_request(api: str, path: str, body: bytes | None) -> RequestInfo:
                 if isinstance(sid, str) and sid:
                     user = sid
             info.user = user
-        if api in _GEMINI_APIS or path:
-            gm = providers.gemini_model_from_path(path) if path else None
+        if path:
+            gm, gstream, dep = _path_facts(path)
             if gm:
                 info.model = gm  # the URL names the model for Gemini, the body does not
-            if path and providers.gemini_stream_from_path(path):
+            if gstream:
                 info.stream = True
-        if info.model is None and path:
-            dep = providers.azure_deployment_from_path(path)
-            if dep:
+            if info.model is None and dep:
                 info.model = dep
     except Exception:  # noqa: BLE001 - a body we cannot read leaves the fields it did not reach empty
         logger.debug("request body not understood (api %s, path %s)", api, path, exc_info=True)

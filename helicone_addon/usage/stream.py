@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from ..sse import SSEDecoder
-from ._base import Accumulator, loads
+from ._base import Accumulator, _decode, loads
 from .anthropic import _STREAM_TYPES as _ANTHROPIC_TYPES
 from .anthropic import AnthropicAccumulator
 from .decode import BodyDecoder
@@ -134,6 +134,13 @@ class StreamParser:
     def parse_all(self, body: bytes) -> ParsedResponse:
         """The whole body at once: the same result as ``feed(body)`` then ``finish()``, sooner."""
         self._whole = True
+        if (type(body) is bytes and body[:1] in (b"{", b"[") and self._mode is None and self._decoder is None
+                and not self._keep_raw and self._finished is None):
+            # JSON from its first byte, nothing to decode or keep: what feed() would conclude
+            self._mode = "json"
+            self.nbytes = len(body)
+            self._json = body  # read (not changed) by _parse_json
+            return self.finish()
         self.feed(body)
         return self.finish()
 
@@ -205,8 +212,7 @@ class StreamParser:
         if mode == "sse":
             self._streamed = True
             if self._whole:
-                for name, data in sse_events(head.decode("utf-8", "replace")):
-                    self._event(name, data)
+                self._events_of_whole_body(sse_events(head.decode("utf-8", "replace")))
                 return
             self._sse = SSEDecoder()
             self._sse_feed(head)
@@ -232,6 +238,26 @@ class StreamParser:
                 self._object({"error": {"message": data.strip()}}, name)
             return
         self._object(obj, name)
+
+    def _events_of_whole_body(self, events: list[tuple[str | None, str]]) -> None:
+        """``_event`` for each event, the common case (valid JSON, the format settled) done here
+        without the calls in between."""
+        decode = _decode
+        for name, data in events:
+            if not data or data == "[DONE]":
+                self._events += 1
+                continue
+            try:
+                obj = decode(data)
+            except (ValueError, RecursionError):  # whatever msgspec refuses: as _event does it
+                self._event(name, data)
+                continue
+            self._events += 1
+            acc = self._acc
+            if acc is None or self._sniffing:
+                self._object(obj, name)
+            else:
+                acc.feed(obj, name)
 
     # -- JSON -----------------------------------------------------------------------------
 
