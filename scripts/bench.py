@@ -66,6 +66,7 @@ CONFIG_HELP = {
     "addon": "helicone-addon run -q, reverse mode (fast dispatch)",
     "addon-stock": "helicone-addon run -q, reverse mode, HELICONE_FAST_DISPATCH=0",
     "addon-base": "addon as it is in the --baseline checkout (same venv, same options)",
+    "addon-process": "addon with its log writer in a process of its own (helicone_log_process=true)",
     "addon-otlp": "addon, plus an OpenTelemetry span per call to an OTLP/HTTP collector (Prometheus is always on)",
     "bare-https": "mitmdump, regular mode, CONNECT + TLS interception, map_remote",
     "addon-https": "helicone-addon run, regular mode (HTTPS_PROXY), TLS interception, map_remote",
@@ -553,8 +554,10 @@ class Bench:
             argv = [mitmdump, *common, *reverse]
         elif name == "bare-https":
             argv = [mitmdump, *common, *regular]
-        elif name in ("addon", "addon-stock", "addon-rss", "addon-otlp", "addon-base"):
+        elif name in ("addon", "addon-stock", "addon-rss", "addon-otlp", "addon-base", "addon-process"):
             argv = [*addon, *common, *reverse, *helicone]
+            if name == "addon-process":
+                argv += ["--set", "helicone_log_process=true"]
             if name == "addon-stock":
                 env["HELICONE_FAST_DISPATCH"] = "0"
             if name == "addon-otlp":  # the fake upstream also plays the collector (200 to /v1/traces)
@@ -938,14 +941,14 @@ def ratios(results: dict) -> list[dict]:
     concs = sorted({c["conc"] for c in results["cells"]})
     for kind in kinds:
         for conc in concs:
-            d, b, ad, st, bh, ah, ot, ab = (cell(results, name, kind, conc) for name in
-                                            ("direct", "bare", "addon", "addon-stock", "bare-https", "addon-https",
-                                             "addon-otlp", "addon-base"))
+            d, b, ad, st, bh, ah, ot, ab, th = (cell(results, name, kind, conc) for name in
+                                                ("direct", "bare", "addon", "addon-stock", "bare-https", "addon-https",
+                                                 "addon-otlp", "addon-base", "addon-process"))
             out.append({
                 "kind": kind, "conc": conc,
                 "addon/bare": _div(ad, b), "addon/direct": _div(ad, d), "addon-stock/bare": _div(st, b),
                 "addon-https/bare-https": _div(ah, bh), "addon-https/bare": _div(ah, b),
-                "addon-otlp/addon": _div(ot, ad), "addon/addon-base": _div(ad, ab),
+                "addon-otlp/addon": _div(ot, ad), "addon/addon-base": _div(ad, ab), "addon-process/addon": _div(th, ad),
                 "addon p50 - bare p50 ms": _sub(ad, b, "p50_ms"),
                 "addon p50 - direct p50 ms": _sub(ad, d, "p50_ms"),
                 "addon TTFC - direct TTFC ms": _sub(ad, d, "ttfc_p50_ms"),

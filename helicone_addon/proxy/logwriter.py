@@ -1,8 +1,7 @@
 """HeliconeLog: every finished LLM call becomes one row of the SQLite log.
 
-The event loop only hands the finished call over (no parsing, no I/O here): by default to a log
-writer process (`store/process.py`, option helicone_log_process), else to the store's writer
-thread. There the row is built (usage, cost, redaction: record.py) and inserted in a batch; the
+The event loop only hands the finished call over (no parsing, no I/O here): to the store's writer
+thread, or with helicone_log_process to a log writer process (`store/process.py`). There the row is built (usage, cost, redaction: record.py) and inserted in a batch; the
 flow's row listeners (cents accounting, the mitmweb comment, exporters) get the built row on a
 thread of the proxy.
 """
@@ -59,9 +58,9 @@ class HeliconeLog:
             "Keep the log database under this size in MiB by deleting the oldest calls (0: no limit).",
         )
         loader.add_option(
-            "helicone_log_process", bool, True,
-            "Build and write log rows in a process of its own (usage, pricing and SQLite then run on "
-            "their own core, off the proxy's GIL). Off: on a thread of the proxy.",
+            "helicone_log_process", bool, False,
+            "Build and write log rows in a process of its own (usage, pricing and SQLite on their own "
+            "GIL and core). Pays only with a core to spare: on 2 cores it measured slower than the thread.",
         )
         loader.add_option(
             "helicone_postgres", str, "",

@@ -40,8 +40,10 @@ def spans_by_request(receiver: OtlpReceiver, ids: list[str]) -> dict:
     return {s.attributes["helicone.request_id"]: s for s in spans}
 
 
-def test_one_span_per_call_equal_to_the_log(make_proxy, receiver):
-    p = make_proxy(["--set", f"helicone_otlp_endpoint={receiver.url}"])
+@pytest.mark.parametrize("log_process", [False, True], ids=["writer-thread", "writer-process"])
+def test_one_span_per_call_equal_to_the_log(make_proxy, receiver, log_process):
+    """Also with the log writer in its own process: the spans come from the rows it sends back."""
+    p = make_proxy(["--set", f"helicone_otlp_endpoint={receiver.url}", "--set", f"helicone_log_process={str(log_process).lower()}"])
     m = marker()
     ids = []
     r = chat(p.openai(), m, {"Helicone-User-Id": "u-1", "Helicone-Property-Env": "e2e"})
