@@ -1,9 +1,9 @@
 """HeliconeLog: every finished LLM call becomes one row of the SQLite log.
 
 The event loop only hands the finished call over (no parsing, no I/O here): to the store's writer
-thread, or with helicone_log_process to a log writer process (`store/process.py`). There the row is built (usage, cost, redaction: record.py) and inserted in a batch; the
-flow's row listeners (cents accounting, the mitmweb comment, exporters) get the built row on a
-thread of the proxy.
+thread, or with helicone_log_process to a log writer process (`store/process.py`). There the row
+is built (usage, cost, redaction: record.py) and inserted in a batch; the flow's row listeners
+(cents accounting, the mitmweb comment, exporters) get the built row on a thread of the proxy.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from helicone_addon import config, pipes, pricing
 from helicone_addon.proxy.flowrecord import META, FlowRecord
 from helicone_addon.record import build_row
 from helicone_addon.store import LogStore
-from helicone_addon.store.process import LogProcess
 from helicone_addon.store.gauges import has_table, write_gauges
+from helicone_addon.store.process import LogProcess
 
 logger = logging.getLogger("helicone_addon")
 
@@ -186,7 +186,7 @@ class HeliconeLog:
         rec.finished = True  # once, even if both response and error fire
         call, listeners, store = rec.call, tuple(rec.on_row), self.store
         if isinstance(store, LogProcess):
-            store.submit_call(call, listeners)  # pickled onto a queue: ~20 µs
+            store.submit_call(call, listeners)  # queued; its sender thread pickles it (~20 µs)
             return
         overrides, estimate = self.price_overrides, ctx.options.helicone_estimate_usage
 
