@@ -17,6 +17,8 @@ import pickle
 import struct
 import subprocess
 import sys
+import threading
+import time
 from typing import Any, BinaryIO
 
 _LEN = struct.Struct(">I")
@@ -60,3 +62,69 @@ def spawn(module: str, first: Any) -> subprocess.Popen:
         proc.wait()
         raise
     return proc
+
+
+class Supervisor:
+    """The proxy's side of one helper process: started again when it has died (at most every
+    `restart_s` seconds), and the answers (flushes) threads wait for from it.
+
+    A subclass starts its process in `_spawn()` (setting `self._proc`, returning False when it
+    cannot) and counts restarts in `_restarted()`."""
+
+    def __init__(self, restart_s: float) -> None:
+        self.restart_s = restart_s
+        self._proc: subprocess.Popen | None = None
+        self._started_at = 0.0
+        self._waiters: dict[int, list] = {}  # seq -> [threading.Event, ok]
+        self._waiter_seq = 0
+        self._waiter_lock = threading.Lock()
+
+    def _spawn(self) -> bool:
+        raise NotImplementedError
+
+    def _restarted(self) -> None:
+        raise NotImplementedError
+
+    def _launch(self) -> bool:
+        self._started_at = time.monotonic()
+        return self._spawn()
+
+    def _alive(self) -> bool:
+        """True while the process runs; once it has died, start a new one if it is time."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return True
+        if time.monotonic() - self._started_at < self.restart_s:
+            return False
+        self._restarted()
+        return self._launch()
+
+    def _new_waiter(self) -> int:
+        with self._waiter_lock:
+            self._waiter_seq += 1
+            self._waiters[self._waiter_seq] = [threading.Event(), False]
+            return self._waiter_seq
+
+    def _wait(self, seq: int, deadline: float) -> bool:
+        """The answer to `seq` (False when none came by `deadline`)."""
+        with self._waiter_lock:
+            waiter = self._waiters.get(seq)
+        if waiter is not None:
+            waiter[0].wait(max(0.0, deadline - time.monotonic()))
+        with self._waiter_lock:
+            self._waiters.pop(seq, None)
+        return bool(waiter and waiter[1])
+
+    def _answer(self, seq: int, ok: bool) -> None:
+        with self._waiter_lock:
+            waiter = self._waiters.get(seq)
+        if waiter is not None:
+            waiter[1] = ok
+            waiter[0].set()
+
+    def _fail_waiters(self) -> None:
+        """The process died: nobody will answer what is awaited now."""
+        with self._waiter_lock:
+            pending = list(self._waiters)
+        for seq in pending:
+            self._answer(seq, False)

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 RESTART_S = 5.0  # a child that exited is started again at most this often
 BATCH_ROWS = 512  # rows pickled into one frame at most
 
-class OtelProcess:
+class OtelProcess(pipes.Supervisor):
     """Row subscriber exporting one GenAI span per call from a child process (see the module doc).
 
     Arguments as `OtelExporter`'s; `max_queue_size` also bounds the rows waiting for the child."""
@@ -54,6 +54,7 @@ class OtelProcess:
     def __init__(self, endpoint: str, headers: dict[str, str] | None = None, content: bool = False, *,
                  max_queue_size: int = 8192, **kw: Any) -> None:
         self.endpoint = traces_url(endpoint)  # a bad URL is refused here, before any process starts
+        super().__init__(restart_s=RESTART_S)
         self.content = content
         self._config = dict(endpoint=endpoint, headers=dict(headers or {}), content=content,
                             max_queue_size=max_queue_size, **kw)
@@ -62,12 +63,8 @@ class OtelProcess:
         self._local = {"spans_dropped": 0, "errors": 0, "restarts": 0}  # counted in this process
         self._done: dict[str, int] = {}  # the last counters of children that exited
         self._child: dict[int, dict[str, int]] = {}  # pid -> last report, for each child not yet reaped
-        self._flushes: dict[int, list] = {}  # seq -> [threading.Event, ok]
-        self._seq = 0
-        self._proc: subprocess.Popen | None = None
-        self._started_at = 0.0
         self._inproc = None  # an otel.OtelExporter, when no child process can be started
-        self._start_child()
+        self._launch()
         self._sender = threading.Thread(target=self._send_loop, name="helicone-otlp-send", daemon=True)
         self._sender.start()
 
@@ -101,19 +98,13 @@ class OtelProcess:
         """Wait until the rows queued so far are exported (True) or `timeout` passes (False)."""
         if self._inproc is not None:
             return self._inproc.force_flush(timeout)
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-            waiter = self._flushes[seq] = [threading.Event(), False]
+        seq = self._new_waiter()
         deadline = time.monotonic() + timeout
         try:
             self._queue.put(("flush", seq, deadline), timeout=timeout)
         except queue.Full:
-            return False
-        waiter[0].wait(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            self._flushes.pop(seq, None)
-        return bool(waiter[1])
+            self._answer(seq, False)
+        return self._wait(seq, deadline)
 
     def close(self, timeout: float = 5.0) -> None:
         """Export what is queued for up to `timeout` seconds, then stop the child."""
@@ -148,7 +139,7 @@ class OtelProcess:
             except queue.Empty:
                 return
             if isinstance(msg, tuple) and msg and msg[0] == "flush":
-                self._answer_flush(msg[1], False)
+                self._answer(msg[1], False)
             else:
                 self._count("spans_dropped")
 
@@ -156,10 +147,9 @@ class OtelProcess:
         with self._lock:
             self._local[name] += n
 
-    def _start_child(self) -> bool:
+    def _spawn(self) -> bool:
         if not pipes.can_spawn():
             return self._fall_back("no Python interpreter to start it with")
-        self._started_at = time.monotonic()
         try:
             proc = pipes.spawn(__name__, ("config", self._config))
         except OSError as e:
@@ -177,14 +167,8 @@ class OtelProcess:
         self._inproc = OtelExporter(cfg.pop("endpoint"), cfg.pop("headers"), cfg.pop("content"), **cfg)
         return False
 
-    def _alive(self) -> bool:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            return True
-        if time.monotonic() - self._started_at < RESTART_S:
-            return False
+    def _restarted(self) -> None:
         self._count("restarts")
-        return self._start_child()
 
     def _send_loop(self) -> None:
         get = self._queue.get
@@ -214,7 +198,7 @@ class OtelProcess:
         """Send a flush or close; False when the loop is over (close)."""
         if msg[0] == "flush":
             if not self._send(msg):
-                self._answer_flush(msg[1], False)
+                self._answer(msg[1], False)
             return True
         proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -243,24 +227,15 @@ class OtelProcess:
             with self._lock:
                 self._child[proc.pid] = msg.get("counters") or self._child.get(proc.pid, {})
             if "flushed" in msg:
-                self._answer_flush(msg["flushed"], bool(msg.get("ok")))
+                self._answer(msg["flushed"], bool(msg.get("ok")))
         code = proc.wait()
         with self._lock:
             for k, v in self._child.pop(proc.pid, {}).items():
                 self._done[k] = self._done.get(k, 0) + v
-            pending = list(self._flushes)
-        for seq in pending:
-            self._answer_flush(seq, False)
+        self._fail_waiters()
         if code != 0:
             logger.error("helicone otlp: the exporter process exited with code %s; spans are dropped (counted) "
                          "until it is started again", code)
-
-    def _answer_flush(self, seq: int, ok: bool) -> None:
-        with self._lock:
-            waiter = self._flushes.get(seq)
-        if waiter is not None:
-            waiter[1] = ok
-            waiter[0].set()
 
 
 # -- the child --------------------------------------------------------------------------------------

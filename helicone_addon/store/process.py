@@ -52,12 +52,13 @@ BATCH = 256  # calls pickled into one frame at most
 _ACCOUNTED = ("written", "spilled", "dropped", "build_errors")
 
 
-class LogProcess:
+class LogProcess(pipes.Supervisor):
     """Drop-in for `LogStore` where the proxy uses it: submit_call / submit / flush / close /
     counters / retention_days / max_db_bytes, plus price_overrides and estimate for build_row."""
 
     def __init__(self, path: str | os.PathLike, *, retention_days: float = 0, max_db_bytes: int = 0,
                  price_overrides: dict | None = None, estimate: bool = True) -> None:
+        super().__init__(restart_s=RESTART_S)
         self.path = Path(path)
         self._settings = {"retention_days": retention_days, "max_db_bytes": max_db_bytes,
                           "price_overrides": price_overrides, "estimate": estimate}
@@ -65,13 +66,10 @@ class LogProcess:
         self._lock = threading.Lock()
         self._seq = 0
         self._listeners: dict[int, Sequence[Listener]] = {}
-        self._flushes: dict[int, list] = {}
         self._local = {"dropped": 0, "build_errors": 0, "listener_errors": 0, "writer_restarts": 0}
         self._done: dict[str, int] = {}  # counters of children that exited
         self._child: dict[int, dict[str, int]] = {}  # pid -> its last report
         self._sent: dict[int, int] = {}  # pid -> calls and rows handed to it
-        self._proc: subprocess.Popen | None = None
-        self._started_at = 0.0
         self._sender: threading.Thread | None = None
 
     # -- the LogStore surface -------------------------------------------------------------------
@@ -82,7 +80,7 @@ class LogProcess:
             open_db(self.path).conn.close()
         except Exception as e:  # the child tries again, and spills until the database works
             logger.error("helicone: cannot open the log database %s: %s", self.path, e)
-        self._start_child()
+        self._launch()
         self._sender = threading.Thread(target=self._send_loop, name="helicone-log-send", daemon=True)
         self._sender.start()
         return self
@@ -105,14 +103,9 @@ class LogProcess:
     def flush(self, timeout: float = 10) -> bool:
         """Wait until every call submitted so far is written (and its listeners have run)."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            seq = self._seq = self._seq + 1
-            waiter = self._flushes[seq] = [threading.Event(), False]
+        seq = self._new_waiter()
         self._queue.put(("flush", seq, deadline))
-        waiter[0].wait(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            self._flushes.pop(seq, None)
-        return bool(waiter[1])
+        return self._wait(seq, deadline)
 
     def close(self, timeout: float = 30) -> None:
         if self._sender is None:
@@ -164,8 +157,7 @@ class LogProcess:
         with self._lock:
             self._local[name] += n
 
-    def _start_child(self) -> bool:
-        self._started_at = time.monotonic()
+    def _spawn(self) -> bool:
         try:
             proc = pipes.spawn(__name__, ("config", {"path": str(self.path), **self._settings}))
         except OSError as e:
@@ -178,14 +170,8 @@ class LogProcess:
         self._proc = proc
         return True
 
-    def _alive(self) -> bool:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            return True
-        if time.monotonic() - self._started_at < RESTART_S:
-            return False
+    def _restarted(self) -> None:
         self._count("writer_restarts")
-        return self._start_child()
 
     def _send_loop(self) -> None:
         get = self._queue.get
@@ -212,7 +198,7 @@ class LogProcess:
                         self._end_child()
                         return
                     if not self._send(item) and kind == "flush":
-                        self._answer_flush(item[1], False)
+                        self._answer(item[1], False)
             self._send_work(calls, rows)
 
     def _send_work(self, calls: list, rows: list) -> None:
@@ -270,7 +256,7 @@ class LogProcess:
             elif kind == "flushed":
                 with self._lock:
                     self._child[proc.pid] = msg[3]
-                self._answer_flush(msg[1], msg[2])
+                self._answer(msg[1], msg[2])
         code = proc.wait()
         with self._lock:
             last = self._child.pop(proc.pid, {})
@@ -279,19 +265,10 @@ class LogProcess:
                 self._done[k] = self._done.get(k, 0) + v
             if lost > 0:
                 self._done["dropped"] = self._done.get("dropped", 0) + lost
-            pending = list(self._flushes)
         if code != 0:
             logger.error("helicone: the log writer process exited with code %s; up to %d calls NOT logged; "
                          "starting it again", code, max(lost, 0))
-            for seq in pending:
-                self._answer_flush(seq, False)
-
-    def _answer_flush(self, seq: int, ok: bool) -> None:
-        with self._lock:
-            waiter = self._flushes.get(seq)
-        if waiter is not None:
-            waiter[1] = ok
-            waiter[0].set()
+            self._fail_waiters()
 
 
 # -- the child ---------------------------------------------------------------------------------------
