@@ -99,6 +99,16 @@ class Supervisor:
         self._restarted()
         return self._launch()
 
+    def _send(self, msg: Any) -> bool:
+        """Write `msg` to the process (started again first if it died); False if it did not go."""
+        if not self._alive():
+            return False
+        try:
+            write_frame(self._proc.stdin, msg)
+            return True
+        except (OSError, ValueError):  # it died meanwhile: its reader logs it and keeps its counters
+            return False
+
     def _new_waiter(self) -> int:
         with self._waiter_lock:
             self._waiter_seq += 1

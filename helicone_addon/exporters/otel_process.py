@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .. import pipes
-from ..pipes import read_frame, write_frame
+from ..pipes import read_frame
 from .rows import SPAN_COLUMNS, slim_row, traces_url
 
 logger = logging.getLogger(__name__)
@@ -206,17 +206,8 @@ class OtelProcess(pipes.Supervisor):
             try:
                 proc.stdin.close()
             except OSError:
-                pass
+                pass  # it died meanwhile: its reader has seen that and logged it
         return False
-
-    def _send(self, msg: tuple) -> bool:
-        if not self._alive():
-            return False
-        try:
-            write_frame(self._proc.stdin, msg)
-            return True
-        except (OSError, ValueError):  # the child died: its reader logs and keeps its counters
-            return False
 
     def _read_loop(self, proc: subprocess.Popen) -> None:
         for line in proc.stdout:

@@ -215,15 +215,6 @@ class LogProcess(pipes.Supervisor):
                         self._listeners.pop(seq, None)
                 logger.error("helicone: the log writer process is down; %d calls NOT logged", len(items))
 
-    def _send(self, msg: tuple) -> bool:
-        if not self._alive():
-            return False
-        try:
-            write_frame(self._proc.stdin, msg)
-            return True
-        except (OSError, ValueError):  # the child died: its reader logs and counts
-            return False
-
     def _end_child(self) -> None:
         proc = self._proc
         if proc is not None and proc.stdin is not None:
