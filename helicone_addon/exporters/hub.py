@@ -2,9 +2,9 @@
 
 Prometheus metrics are always kept (a few microseconds per call) and served by `routes()` on the
 local API port; the OTLP span exporter runs only when an endpoint is configured, in a process of
-its own (`otel_process.py`), so that building and encoding spans never takes the proxy's GIL. The hub is what
-the addon holds: it creates, reconfigures and closes the subscribers, and shields the log writer
-from any of them failing.
+its own (`otel_process.py`), so that building and encoding spans never takes the proxy's GIL. The
+hub is what the addon holds: it creates, reconfigures and closes the subscribers, and shields the
+log writer from any of them failing.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Frames on the child's stdin (`pipes.py`):
 ("config", kwargs) first, then ("rows", [tuple, ...]), ("flush", seq, deadline), ("close", deadline);
 a deadline is a `time.monotonic()` value, the same clock in both processes, so the time a frame
 waited (for the child to start, say) counts against it.
-The child answers on stdout with JSON lines: {"counters": {...}} when they change, and
+The child answers on stdout, in the same frames: {"counters": {...}} when they change, and
 {"counters": ..., "flushed": seq, "ok": bool} after a flush.
 
 Nothing here can stall or break a call: the queue to the sender is bounded (rows beyond it are
@@ -25,7 +25,6 @@ frozen build, no interpreter), the export runs in-process as before.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -38,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .. import pipes
-from ..pipes import read_frame
+from ..pipes import read_frame, write_frame
 from .rows import SPAN_COLUMNS, slim_row, traces_url
 
 logger = logging.getLogger(__name__)
@@ -210,11 +209,7 @@ class OtelProcess(pipes.Supervisor):
         return False
 
     def _read_loop(self, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
+        while (msg := read_frame(proc.stdout)) is not None:
             with self._lock:
                 self._child[proc.pid] = msg.get("counters") or self._child.get(proc.pid, {})
             if "flushed" in msg:
@@ -283,14 +278,14 @@ def serve(inp: BinaryIO, report: Callable[[dict], None]) -> int:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the proxy, which closes us after a flush
     logging.basicConfig(level=logging.WARNING, format="helicone otlp exporter: %(message)s")
-    out = sys.stdout
+    out = os.fdopen(os.dup(1), "wb")  # the frames' own descriptor; anything printed goes to stderr
+    os.dup2(2, 1)
     lock = threading.Lock()
 
     def report(msg: dict) -> None:
         with lock:
             try:
-                out.write(json.dumps(msg) + "\n")
-                out.flush()
+                write_frame(out, msg)
             except (OSError, ValueError):
                 pass  # the proxy is gone: its stdin closing ends the loop
 
