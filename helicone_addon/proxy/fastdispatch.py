@@ -25,6 +25,14 @@ that exist, in stock order, grouped by top-level addon. Semantics kept from stoc
 * `load`, `configure`, `running` and `done` (rare, and the ones that reshape the chain) always use
   stock dispatch.
 
+Log records: mitmproxy's master turns every record of the root logger (at DEBUG: "Streaming
+response from ...", "client connect", ...) into a deprecated `add_log` event: it formats the
+record, wakes the event loop through its self-pipe and dispatches the event, although no addon of
+mitmproxy or of ours implements `add_log`. `LogEventGate` is a filter on that handler which drops
+the record while the plan knows no `add_log` handler, and lets it through while the plan is stale
+(a `-s` script defining `add_log` still gets every record). Termlog and mitmweb's event log do not
+go through that handler and are untouched.
+
 Not kept: a hook method assigned or replaced on an addon *after* the plan was built is seen at the
 next rebuild (next add/remove/configure), not immediately.
 
@@ -105,6 +113,7 @@ def uninstall(addons: AddonManager) -> bool:
     """Back to stock dispatch (for tests and benchmarks)."""
     if not is_installed(addons):
         return False
+    addons.__dict__["_helicone_fast"].log_gate.detach()
     for name in (*_PATCHED, "_helicone_fast"):
         addons.__dict__.pop(name, None)
     return True
@@ -156,6 +165,11 @@ class _HookPlans:
         self.plans = {}
         self.rebuilds += 1
 
+    def known_absent(self, name: str) -> bool:
+        """True only if the current plans are valid and no addon implements `name`. Reads state only
+        (no rebuild), so it is safe from any thread: a stale plan answers False."""
+        return self.plans.get(name) == () and self._valid()
+
     def plan(self, name: str) -> tuple:
         """((index in chain, top-level addon, ((addon, func, kind), ...)), ...) for one hook."""
         if not self._valid():
@@ -188,6 +202,31 @@ class _HookPlans:
         return tuple(groups)
 
 
+class LogEventGate(logging.Filter):
+    """Filter on the master's `LegacyLogEvents` handler: no `add_log` handler, no event."""
+
+    def __init__(self, hooks_: _HookPlans) -> None:
+        super().__init__()
+        self.hooks = hooks_
+        self.dropped = 0
+
+    def attach(self, handler: logging.Handler | None) -> None:
+        self.handler = handler if isinstance(handler, logging.Handler) else None
+        if self.handler is not None:
+            self.handler.addFilter(self)
+
+    def detach(self) -> None:
+        if self.handler is not None:
+            self.handler.removeFilter(self)
+            self.handler = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.hooks.known_absent("add_log"):
+            self.dropped += 1
+            return False
+        return True
+
+
 class _FastDispatch:
     """Installed on an AddonManager: its trigger methods walk the cached plans; structural changes
     (register, add, remove, clear) go the stock way and invalidate the plans."""
@@ -211,6 +250,8 @@ class _FastDispatch:
         d["add"] = self.add
         d["remove"] = self.remove
         d["clear"] = self.clear
+        self.log_gate = LogEventGate(self.hooks)
+        self.log_gate.attach(getattr(getattr(mgr, "master", None), "_legacy_log_events", None))
 
     @property
     def rebuilds(self) -> int:

@@ -624,5 +624,58 @@ def test_cli_master_installs_fast_dispatch(monkeypatch):
         assert seen["installed"] is False, run
 
 
+def test_add_log_events_only_while_an_addon_listens():
+    """mitmproxy's master turns every DEBUG record into a deprecated `add_log` event (format, wake the
+    loop, dispatch). With no `add_log` handler in the chain the record stops at the gate; an addon
+    with `add_log`, added later, gets every record again, and losing it again stops them again."""
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    lg = logging.getLogger("mitmproxy.proxy.server")
+    got: list[str] = []
+
+    class Listener:
+        def add_log(self, entry):
+            got.append(entry.msg)
+
+    async def go():
+        m = dump.DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
+        assert fastdispatch.install(m.addons)
+        gate = m.addons._helicone_fast.log_gate
+        handler = m._legacy_log_events
+        emitted: list[str] = []
+        real_emit = handler.emit
+        handler.emit = lambda r: (emitted.append(r.getMessage()), real_emit(r))
+        try:
+            lg.debug("one")  # plan not built yet: passes; dispatching it builds the (empty) plan
+            await asyncio.sleep(0.05)
+            lg.debug("two")
+            lg.info("three")
+            assert emitted == ["one"]
+            assert gate.dropped == 2
+            listener = Listener()
+            m.addons.add(listener)
+            for msg in ("four", "five"):
+                lg.debug(msg)
+                await asyncio.sleep(0.05)
+            assert emitted == ["one", "four", "five"]
+            assert [g.split()[-1] for g in got] == ["four", "five"]
+            m.addons.remove(listener)
+            lg.debug("six")
+            await asyncio.sleep(0.05)
+            lg.debug("seven")
+            assert emitted == ["one", "four", "five", "six"]
+            assert fastdispatch.uninstall(m.addons)
+            lg.debug("eight")  # stock again: every record becomes an event
+            assert emitted[-1] == "eight"
+        finally:
+            handler.uninstall()
+
+    try:
+        asyncio.run(go())
+    finally:
+        root.setLevel(old_level)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
