@@ -1004,6 +1004,56 @@ def targets(results: dict) -> list[tuple[str, str, str, str, bool | None]]:
           rss.get("growth_pct"), "< 10%", lambda v: v < 10, "{:+.1f}%")
     tput("beat bare: addon / bare, req/s, c=8 JSON, every feature on", "addon", "bare", ">= 1.5x",
          lambda v: v >= 1.5)
+    a32, b32 = g("addon", "json", 32), g("bare", "json", 32)
+    check("beat bare at saturation: addon / bare, req/s, c=32 JSON", ratio(a32, b32), ">= 1.5x",
+          lambda v: v >= 1.5, cpu=_div(b32, a32, "cpu_ms_per_req"))
+    for conc in (1, 8):
+        x, y = g("addon", "json", conc), g("bare", "json", conc)
+        check(f"flat tail: addon p99 / bare p99, c={conc} JSON", _div(x, y, "p99_ms"), "<= 1.2x",
+              lambda v: v <= 1.2)
+    s8, d8 = g("addon", "stream", 8), g("direct", "stream", 8)
+    check("TTFC addon - direct, c=8 stream", _sub(s8, d8, "ttfc_p50_ms"), "<= +3 ms", lambda v: v <= 3.0,
+          "{:+.2f} ms")
+    check("cache hit p50 / bare p50 passing the call on (c=1, 0 ms upstream)",
+          _div(c1.get("cache-hit"), b1, "p50_ms"), "<= 1.00x", lambda v: v <= 1.0)
+    w = results.get("writer") or {}
+    check("log writer, rows/s, usage + pricing + FTS", w.get("build_and_insert_rows_per_s"), ">= 15000",
+          lambda v: v >= 15000, "{:,.0f}")
+    t.extend(stream_targets(results.get("streams") or {}))
+    return t
+
+
+def stream_targets(streams: dict) -> list[tuple[str, str, str, str, bool | None]]:
+    """N streams at once: at N=1,000, no failure and no worse than bare mitmdump + stream addon (TTFC
+    and whole-stream p99), RSS <= 600 MB; over every N run, the largest with TTFC p99 <= direct + 100 ms
+    (and whether it reaches the moonshot: 1,000 streams at direct + 25 ms)."""
+    t = []
+    by = {(c["config"], c["n"]): c for c in streams.get("cells", [])}
+    ns = sorted({n for _, n in by})
+
+    def add(name, value, wanted, ok):
+        t.append((name, value, "-", wanted, ok))
+
+    if 1000 in ns:
+        ad, bs = by.get(("addon", 1000)), by.get(("bare-stream", 1000))
+        if ad:
+            add("1,000 streams at once: failed", str(ad["failed"]), "0", ad["failed"] == 0)
+            add("1,000 streams: proxy RSS peak", _f(ad.get("proxy_rss_peak_mb"), "{:.0f} MB"), "<= 600 MB",
+                None if ad.get("proxy_rss_peak_mb") is None else ad["proxy_rss_peak_mb"] <= 600)
+        for key, label in (("ttfc_p99_ms", "TTFC p99"), ("stream_p99_ms", "stream p99")):
+            if ad and bs and ad.get(key) is not None and bs.get(key) is not None:
+                add(f"1,000 streams: {label}, addon vs bare + stream addon",
+                    f"{ad[key]:,.0f} vs {bs[key]:,.0f} ms", "addon <= bare", ad[key] <= bs[key])
+    within = [n for n in ns if (ad := by.get(("addon", n))) and (d := by.get(("direct", n)))
+              and ad.get("ttfc_p99_ms") is not None and d.get("ttfc_p99_ms") is not None
+              and ad["failed"] == 0 and ad["ttfc_p99_ms"] - d["ttfc_p99_ms"] <= 100]
+    if ns:
+        add(f"largest N run ({', '.join(map(str, ns))}) with TTFC p99 <= direct + 100 ms",
+            str(max(within)) if within else "none", "as large as can be", None)
+    d1k, a1k = by.get(("direct", 1000)), by.get(("addon", 1000))
+    if d1k and a1k and d1k.get("ttfc_p99_ms") is not None and a1k.get("ttfc_p99_ms") is not None:
+        over = a1k["ttfc_p99_ms"] - d1k["ttfc_p99_ms"]
+        add("moonshot: 1,000 streams, TTFC p99 over direct", f"{over:+,.0f} ms", "<= +25 ms", over <= 25)
     return t
 
 
