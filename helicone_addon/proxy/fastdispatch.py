@@ -25,13 +25,9 @@ that exist, in stock order, grouped by top-level addon. Semantics kept from stoc
 * `load`, `configure`, `running` and `done` (rare, and the ones that reshape the chain) always use
   stock dispatch.
 
-Log records: mitmproxy's master turns every record of the root logger (at DEBUG: "Streaming
-response from ...", "client connect", ...) into a deprecated `add_log` event: it formats the
-record, wakes the event loop through its self-pipe and dispatches the event, although no addon of
-mitmproxy or of ours implements `add_log`. `LogEventGate` is a filter on that handler which drops
-the record while the plan knows no `add_log` handler, and lets it through while the plan is stale
-(a `-s` script defining `add_log` still gets every record). Termlog and mitmweb's event log do not
-go through that handler and are untouched.
+mitmproxy's DEBUG records per connection, and the deprecated `add_log` event it makes of each, are
+kept from costing anything while nobody reads them (`quietlogs.py`): the plans say whether any
+addon implements `add_log`.
 
 Not kept: a hook method assigned or replaced on an addon *after* the plan was built is seen at the
 next rebuild (next add/remove/configure), not immediately.
@@ -52,6 +48,8 @@ from typing import Any
 
 from mitmproxy import addonmanager, exceptions, flow, hooks
 from mitmproxy.addonmanager import AddonManager, cut_traceback, traverse
+
+from . import quietlogs
 
 logger = logging.getLogger(__name__)
 _am_logger = addonmanager.logger  # "Addon error" lines go where stock dispatch puts them
@@ -113,7 +111,9 @@ def uninstall(addons: AddonManager) -> bool:
     """Back to stock dispatch (for tests and benchmarks)."""
     if not is_installed(addons):
         return False
-    addons.__dict__["_helicone_fast"].log_gate.detach()
+    fast = addons.__dict__["_helicone_fast"]
+    fast.log_gate.detach()
+    fast.log_level.restore()
     for name in (*_PATCHED, "_helicone_fast"):
         addons.__dict__.pop(name, None)
     return True
@@ -202,31 +202,6 @@ class _HookPlans:
         return tuple(groups)
 
 
-class LogEventGate(logging.Filter):
-    """Filter on the master's `LegacyLogEvents` handler: no `add_log` handler, no event."""
-
-    def __init__(self, hooks_: _HookPlans) -> None:
-        super().__init__()
-        self.hooks = hooks_
-        self.dropped = 0
-
-    def attach(self, handler: logging.Handler | None) -> None:
-        self.handler = handler if isinstance(handler, logging.Handler) else None
-        if self.handler is not None:
-            self.handler.addFilter(self)
-
-    def detach(self) -> None:
-        if self.handler is not None:
-            self.handler.removeFilter(self)
-            self.handler = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.hooks.known_absent("add_log"):
-            self.dropped += 1
-            return False
-        return True
-
-
 class _FastDispatch:
     """Installed on an AddonManager: its trigger methods walk the cached plans; structural changes
     (register, add, remove, clear) go the stock way and invalidate the plans."""
@@ -250,8 +225,19 @@ class _FastDispatch:
         d["add"] = self.add
         d["remove"] = self.remove
         d["clear"] = self.clear
-        self.log_gate = LogEventGate(self.hooks)
+        self.log_gate = quietlogs.LogEventGate(lambda: self.hooks.known_absent("add_log"))
         self.log_gate.attach(getattr(getattr(mgr, "master", None), "_legacy_log_events", None))
+        self.log_level = quietlogs.ConnectionLogLevel(self.log_gate)
+        self._structure_changed()
+
+    def _structure_changed(self) -> None:
+        """The addons or the options changed: stale plans; the connection logger's level again."""
+        self.hooks.invalidate()
+        try:
+            listened = any(getattr(a, "add_log", None) for a in traverse(self.mgr.chain))
+        except Exception:  # noqa: BLE001 - a broken addon attribute: records keep flowing
+            listened = True
+        self.log_level.update(listened)
 
     @property
     def rebuilds(self) -> int:
@@ -262,25 +248,25 @@ class _FastDispatch:
         try:
             return self._stock_register(addon)
         finally:
-            self.hooks.invalidate()
+            self._structure_changed()
 
     def add(self, *addons) -> None:
         try:
             self._stock_add(*addons)  # calls self.register (ours) per addon
         finally:
-            self.hooks.invalidate()
+            self._structure_changed()
 
     def remove(self, addon) -> None:
         try:
             self._stock_remove(addon)
         finally:
-            self.hooks.invalidate()
+            self._structure_changed()
 
     def clear(self) -> None:
         try:
             self._stock_clear()
         finally:
-            self.hooks.invalidate()
+            self._structure_changed()
 
     # -- dispatch ----------------------------------------------------------------------------------
     @staticmethod
@@ -308,7 +294,7 @@ class _FastDispatch:
                 await self._stock_trigger_event(event)
             finally:
                 if name == "configure":
-                    self.hooks.invalidate()
+                    self._structure_changed()
             return
         hooks = self.hooks
         plan = hooks.plan(name)
@@ -368,7 +354,7 @@ class _FastDispatch:
                 self._stock_trigger(event)
             finally:
                 if name == "configure":
-                    self.hooks.invalidate()
+                    self._structure_changed()
             return
         hooks = self.hooks
         plan = hooks.plan(name)

@@ -626,12 +626,17 @@ def test_cli_master_installs_fast_dispatch(monkeypatch):
 
 def test_add_log_events_only_while_an_addon_listens():
     """mitmproxy's master turns every DEBUG record into a deprecated `add_log` event (format, wake the
-    loop, dispatch). With no `add_log` handler in the chain the record stops at the gate; an addon
-    with `add_log`, added later, gets every record again, and losing it again stops them again."""
+    loop, dispatch), and every connection logs several DEBUG records. With no `add_log` handler in
+    the chain and termlog at INFO, the connection logger does not even build them, and a record from
+    elsewhere stops at the gate; an addon with `add_log`, added later, gets every record again, and
+    losing it again stops them again; termlog at debug brings the connection's records back."""
     root = logging.getLogger()
-    old_level = root.level
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    for h in saved_handlers:  # pytest's capture handlers take everything: test with mitmproxy's alone
+        root.removeHandler(h)
     root.setLevel(logging.DEBUG)
-    lg = logging.getLogger("mitmproxy.proxy.server")
+    conn_log = logging.getLogger("mitmproxy.proxy.server")
+    other = logging.getLogger("mitmproxy.addons.something")
     got: list[str] = []
 
     class Listener:
@@ -639,7 +644,8 @@ def test_add_log_events_only_while_an_addon_listens():
             got.append(entry.msg)
 
     async def go():
-        m = dump.DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
+        m = dump.DumpMaster(options.Options(), with_termlog=True, with_dumper=False)
+        assert conn_log.isEnabledFor(logging.DEBUG)  # stock: every connection record is built
         assert fastdispatch.install(m.addons)
         gate = m.addons._helicone_fast.log_gate
         handler = m._legacy_log_events
@@ -647,35 +653,86 @@ def test_add_log_events_only_while_an_addon_listens():
         real_emit = handler.emit
         handler.emit = lambda r: (emitted.append(r.getMessage()), real_emit(r))
         try:
-            lg.debug("one")  # plan not built yet: passes; dispatching it builds the (empty) plan
+            assert not conn_log.isEnabledFor(logging.DEBUG)
+            assert conn_log.isEnabledFor(logging.INFO)
+            conn_log.debug("not built")
+            other.debug("one")  # plan not built yet: passes; dispatching it builds the (empty) plan
             await asyncio.sleep(0.05)
-            lg.debug("two")
-            lg.info("three")
+            other.debug("two")
+            other.info("three")
             assert emitted == ["one"]
             assert gate.dropped == 2
             listener = Listener()
             m.addons.add(listener)
+            assert conn_log.isEnabledFor(logging.DEBUG)
             for msg in ("four", "five"):
-                lg.debug(msg)
+                conn_log.debug(msg)
                 await asyncio.sleep(0.05)
             assert emitted == ["one", "four", "five"]
             assert [g.split()[-1] for g in got] == ["four", "five"]
             m.addons.remove(listener)
-            lg.debug("six")
+            assert not conn_log.isEnabledFor(logging.DEBUG)
+            other.debug("six")
             await asyncio.sleep(0.05)
-            lg.debug("seven")
+            other.debug("seven")
             assert emitted == ["one", "four", "five", "six"]
+            m.options.update(termlog_verbosity="debug")
+            assert conn_log.isEnabledFor(logging.DEBUG)
+            m.options.update(termlog_verbosity="info")
+            assert not conn_log.isEnabledFor(logging.DEBUG)
             assert fastdispatch.uninstall(m.addons)
-            lg.debug("eight")  # stock again: every record becomes an event
+            assert conn_log.level == logging.NOTSET and conn_log.isEnabledFor(logging.DEBUG)
+            other.debug("eight")  # stock again: every record becomes an event
             assert emitted[-1] == "eight"
         finally:
             handler.uninstall()
+            for h in list(root.handlers):
+                if h not in saved_handlers:
+                    root.removeHandler(h)
 
     try:
         asyncio.run(go())
     finally:
-        root.setLevel(old_level)
+        root.setLevel(saved_level)
+        conn_log.setLevel(logging.NOTSET)
+        for h in saved_handlers:
+            root.addHandler(h)
 
+
+def test_connection_log_level_follows_the_handlers():
+    """quietlogs.ConnectionLogLevel on a logger tree of its own."""
+    from helicone_addon.proxy import quietlogs
+
+    top = logging.getLogger(f"qtest{uuid.uuid4().hex}")
+    top.propagate = False
+    top.setLevel(logging.DEBUG)
+    child = logging.getLogger(top.name + ".server")
+    legacy = logging.Handler(logging.NOTSET)
+    term = logging.Handler(logging.WARNING)
+    top.addHandler(legacy)
+    top.addHandler(term)
+    gate = quietlogs.LogEventGate(lambda: True)
+    gate.attach(legacy)
+    lvl = quietlogs.ConnectionLogLevel(gate, child.name)
+    lvl.update(add_log_listened=False)
+    assert child.getEffectiveLevel() == logging.WARNING
+    lvl.update(add_log_listened=True)  # the legacy handler takes everything again
+    assert child.getEffectiveLevel() == logging.DEBUG
+    capture = logging.Handler(logging.INFO)
+    child.addHandler(capture)  # a handler on the logger itself counts too
+    lvl.update(add_log_listened=False)
+    assert child.getEffectiveLevel() == logging.INFO
+    child.setLevel(logging.ERROR)  # somebody else's choice: kept
+    lvl.update(add_log_listened=True)
+    assert child.level == logging.ERROR
+    lvl.restore()
+    assert child.level == logging.ERROR
+    child.setLevel(logging.NOTSET)
+    lvl.update(add_log_listened=False)
+    lvl.restore()
+    assert child.level == logging.NOTSET
+    gate.detach()
+    assert legacy.filters == []
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
