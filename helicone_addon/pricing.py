@@ -60,6 +60,7 @@ from helicone_addon.usage.types import Usage
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "warm",
     "PriceResult",
     "price",
     "parse_overrides",
@@ -208,6 +209,11 @@ def _gp_provider_for(provider: str | None) -> tuple[str | None, str | None]:
 def _snapshot() -> _gp_snapshot.DataSnapshot:
     # the snapshot bundled with the wheel; a custom one only if someone in-process set it explicitly
     return _gp_snapshot.get_snapshot()
+
+
+def warm() -> None:
+    """Load genai-prices' tables now rather than at the first priced call (a proxy at start-up)."""
+    _snapshot()
 
 
 @lru_cache(maxsize=8192)

@@ -17,6 +17,7 @@ the flow's record (`flowrecord.FlowRecord` in `flow.metadata["helicone"]`):
     HeliconeExporters  Prometheus metrics (GET /metrics on the API) and OTLP spans of each finished call
     HeliconeLog        the finished call -> the writer thread -> one row (and the row listeners)
     HeliconeApi        the local Helicone API beside the proxy
+    HeliconeGcFreeze   once started: what lives as long as the proxy leaves the collector's walks
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def make_addons() -> list:
     from helicone_addon.proxy.connections import HeliconeConnections
     from helicone_addon.proxy.exporters import HeliconeExporters
     from helicone_addon.proxy.gateway import HeliconeGateway
+    from helicone_addon.proxy.gcfreeze import HeliconeGcFreeze
     from helicone_addon.proxy.localapi import HeliconeApi
     from helicone_addon.proxy.logwriter import HeliconeLog
     from helicone_addon.proxy.mitmweb import HeliconeMitmweb
@@ -49,4 +51,5 @@ def make_addons() -> list:
         HeliconeExporters(),  # before HeliconeLog: it subscribes to the row HeliconeLog builds
         HeliconeLog(),
         HeliconeApi(),
+        HeliconeGcFreeze(),  # last: its `running` comes after everybody else's start-up
     ]
