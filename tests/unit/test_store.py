@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -374,3 +375,22 @@ def test_a_slow_build_and_a_slow_insert_overlap_but_keep_order_and_counters(tmp_
     assert count(path) == 500  # nothing still in flight once flush() said so
     store.close()
     assert store.counters["written"] == 500 and store.counters["build_errors"] == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own nice value on Linux only")
+def test_writer_threads_yield_the_cpu_to_the_event_loop(tmp_path):
+    """Both writer threads run at a higher nice value than the thread that started the store (the
+    proxy's event loop): where they share a core, the OS runs the loop first."""
+    from helicone_addon.store.writer import WRITER_NICE
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    store = LogStore(tmp_path / "h.db").start()
+    try:
+        store.submit((row(), []))
+        assert store.flush(10)
+        for t in (store._thread, store._inserter):
+            assert os.getpriority(os.PRIO_PROCESS, t.native_id) == min(19, mine + WRITER_NICE), t.name
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's is untouched
+        assert count(tmp_path / "h.db") == 1
+    finally:
+        store.close()
