@@ -205,7 +205,9 @@ def _handoff(tmp: str, n: int, sse: list[bytes], body_json: bytes) -> dict:
     store.close()
     # thread: what the writer threads do to an event loop on the main thread (the proxy's switch
     # interval): wake-up lateness with the writer busy, against the same loop alone
-    sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+    from helicone_addon.proxy.logwriter import LOOP_SWITCH_INTERVAL
+
+    sys.setswitchinterval(min(sys.getswitchinterval(), LOOP_SWITCH_INTERVAL))
     alone = _loop_lateness(1.0)
     states = _states(n, sse, body_json)
     store = LogStore(Path(tmp) / "gil.db").start()

