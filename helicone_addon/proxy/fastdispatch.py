@@ -39,7 +39,9 @@ turns it off. Otherwise `install` returns False and mitmproxy dispatches as usua
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import operator
 import logging
 import os
 import sys
@@ -117,6 +119,29 @@ def uninstall(addons: AddonManager) -> bool:
     for name in (*_PATCHED, "_helicone_fast"):
         addons.__dict__.pop(name, None)
     return True
+
+
+_ARGS: dict[type, Any] = {}
+
+
+def _hook_args(event: hooks.Hook) -> list:
+    """`event.args()`, without `dataclasses.fields()` per event (4% of a new connection's CPU)."""
+    get = _ARGS.get(type(event))
+    if get is None:
+        cls = type(event)
+        if cls.args is not hooks.Hook.args:  # a hook with its own args(): ask it every time
+            get = cls.args
+        else:
+            names = tuple(f.name for f in dataclasses.fields(cls))
+            if len(names) == 1:
+                get = operator.attrgetter(names[0])
+                get = (lambda g: lambda e: [g(e)])(get)
+            elif names:
+                get = (lambda g: lambda e: list(g(e)))(operator.attrgetter(*names))
+            else:
+                get = lambda e: []  # noqa: E731
+        _ARGS[cls] = get
+    return get(event)
 
 
 class _HookPlans:
@@ -302,7 +327,7 @@ class _FastDispatch:
             return
         chain = hooks.chain
         gen = hooks.generation
-        args = event.args()
+        args = _hook_args(event)
         for idx, top, handlers in plan:
             try:
                 for a, func, kind in handlers:
@@ -332,7 +357,7 @@ class _FastDispatch:
             if not seen:
                 seen = a is last
                 continue
-            res = func(*event.args())
+            res = func(*_hook_args(event))
             if res is not None and inspect.isawaitable(res):
                 await res
 
@@ -362,7 +387,7 @@ class _FastDispatch:
             return
         chain = hooks.chain
         gen = hooks.generation
-        args = event.args()
+        args = _hook_args(event)
         for idx, top, handlers in plan:
             try:
                 for a, func, kind in handlers:
@@ -410,10 +435,10 @@ class _FastDispatch:
                 raise exceptions.AddonManagerError(
                     f"Async handler {event.name} ({a}) cannot be called from sync context"
                 )
-            func(*event.args())
+            func(*_hook_args(event))
 
     async def handle_lifecycle(self, event: hooks.Hook) -> None:
-        message = event.args()[0]
+        message = _hook_args(event)[0]
         await self.trigger_event(event)
         if isinstance(message, flow.Flow) and self.hooks.plan("update"):
             await self.trigger_event(hooks.UpdateHook([message]))

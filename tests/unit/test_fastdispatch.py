@@ -734,5 +734,39 @@ def test_connection_log_level_follows_the_handlers():
     gate.detach()
     assert legacy.filters == []
 
+def test_hook_args_are_the_stock_args():
+    """`_hook_args` (field getters cached per hook class) gives what `Hook.args()` gives, for hooks
+    of zero, one and several fields, and asks a hook with its own `args()`."""
+    import dataclasses as dc
+
+    from mitmproxy.proxy import layers, server_hooks
+
+    f = tflow.tflow(resp=True)
+
+    @dc.dataclass
+    class TwoHook(hooks.Hook):
+        a: int
+        b: str
+        name = "helicone_test_two"
+
+    @dc.dataclass
+    class OwnArgs(hooks.Hook):
+        x: int
+        name = "helicone_test_own"
+
+        def args(self):
+            return [self.x * 2]
+
+    events = [
+        hooks.RunningHook(), hooks.DoneHook(), hooks.ConfigureHook({"a"}), hooks.UpdateHook([f]),
+        layers.http.HttpRequestHook(f), layers.http.HttpResponseHook(f), server_hooks.ClientConnectedHook(f.client_conn),
+        layers.http.HttpConnectHook(f), TwoHook(1, "x"), TwoHook(2, "y"), OwnArgs(3), OwnArgs(4),
+    ]
+    for e in events:
+        for _ in range(2):  # the second time from the cache
+            assert fastdispatch._hook_args(e) == e.args(), e
+    assert fastdispatch._hook_args(OwnArgs(5)) == [10]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
