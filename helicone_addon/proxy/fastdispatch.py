@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import operator
 import logging
+import operator
 import os
 import sys
 import types

@@ -53,7 +53,11 @@ class LogEventGate(logging.Filter):
             self.handler = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.known_absent():
+        try:
+            absent = self.known_absent()
+        except Exception:  # noqa: BLE001 - never break a logging call: let the record through
+            return True
+        if absent:
             self.dropped += 1
             return False
         return True

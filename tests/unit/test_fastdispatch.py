@@ -733,6 +733,8 @@ def test_connection_log_level_follows_the_handlers():
     assert child.level == logging.NOTSET
     gate.detach()
     assert legacy.filters == []
+    broken = quietlogs.LogEventGate(lambda: 1 / 0)  # a gate that cannot tell never breaks a log call
+    assert broken.filter(logging.LogRecord("x", logging.DEBUG, __file__, 1, "m", None, None)) is True
 
 def test_hook_args_are_the_stock_args():
     """`_hook_args` (field getters cached per hook class) gives what `Hook.args()` gives, for hooks
