@@ -9,9 +9,10 @@ CPU, ~200 ms per full collection, during which no stream moves.
 At `running`, the tables that are otherwise loaded by the first logged call (genai-prices'
 snapshot) are loaded, a last full collection runs, and `gc.freeze()` moves everything alive into
 the permanent generation (what servers do after start-up, see the `gc.freeze` docs). Full
-collections then walk only what came after: flows and connections. Nothing is unfrozen later and
-nothing frozen is freed before exit; the objects frozen are those alive at start, which live to
-the end anyway. `--set helicone_gc_freeze=false` turns it off.
+collections then walk only what came after: flows and connections. Nothing is unfrozen later. A
+frozen object is still freed when its last reference goes; only a cycle among frozen objects is
+kept to the end, and what is alive at start lives that long anyway.
+`--set helicone_gc_freeze=false` turns it off.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ def lower_thread_priority(step: int = WRITER_NICE) -> bool:
     Where the proxy's event loop and the writer share a core (one core, or a pinned proxy), the
     insert thread's SQLite work runs without the GIL and the OS time-slices it against the loop: a
     request then waits for the CPU, not for the GIL. At nice +5 the loop gets ~3x the writer's share
-    when both want the core, and the writer still keeps up (it needs a few percent of a core at
-    hundreds of calls a second). Anywhere else, or when refused, nothing changes."""
+    when both want the core, and the writer still keeps up (about a tenth of a core at 500 calls a
+    second). Anywhere else, or when refused, nothing changes."""
     if not sys.platform.startswith("linux"):
         return False
     try:
