@@ -133,11 +133,11 @@ def _hook_args(event: hooks.Hook) -> list:
             get = cls.args
         else:
             names = tuple(f.name for f in dataclasses.fields(cls))
-            if len(names) == 1:
-                get = operator.attrgetter(names[0])
-                get = (lambda g: lambda e: [g(e)])(get)
+            fetch = operator.attrgetter(*names) if names else None
+            if len(names) == 1:  # attrgetter of one name gives the value, not a tuple
+                get = lambda e, fetch=fetch: [fetch(e)]  # noqa: E731
             elif names:
-                get = (lambda g: lambda e: list(g(e)))(operator.attrgetter(*names))
+                get = lambda e, fetch=fetch: list(fetch(e))  # noqa: E731
             else:
                 get = lambda e: []  # noqa: E731
         _ARGS[cls] = get

@@ -23,14 +23,9 @@ import time
 
 from mitmproxy import ctx
 
+from helicone_addon import pricing
+
 logger = logging.getLogger("helicone_addon")
-
-
-def warm_tables() -> None:
-    """Load what the first logged call would otherwise load (so that it is frozen too)."""
-    from helicone_addon import pricing
-
-    pricing.warm()
 
 
 class HeliconeGcFreeze:
@@ -49,7 +44,7 @@ class HeliconeGcFreeze:
             return
         t0 = time.perf_counter()
         try:
-            warm_tables()
+            pricing.warm()  # what the first logged call would load, so that it is frozen too
         except Exception:  # noqa: BLE001 - a table that cannot load now will fail (and be handled) later
             logger.debug("helicone: could not pre-load the price tables", exc_info=True)
         gc.collect()
