@@ -63,6 +63,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CONFIG_HELP = {
     "direct": "client -> fake upstream",
     "bare": "mitmdump -q, reverse mode",
+    "bare-stream": "mitmdump -q, reverse mode, plus a one-line addon that streams responses (streams only: "
+                   "mitmproxy's own time to first chunk, the floor for the addon's)",
     "addon": "helicone-addon run -q, reverse mode (fast dispatch)",
     "addon-stock": "helicone-addon run -q, reverse mode, HELICONE_FAST_DISPATCH=0",
     "addon-base": "addon as it is in the --baseline checkout (same venv, same options)",
@@ -72,6 +74,7 @@ CONFIG_HELP = {
     "addon-https": "helicone-addon run, regular mode (HTTPS_PROXY), TLS interception, map_remote",
     "litellm": "litellm proxy (optional)",
 }
+STREAM_ONLY = {"bare-stream"}  # measured on streamed calls only (on JSON it is bare)
 
 
 # =================================================================================================
@@ -552,6 +555,12 @@ class Bench:
         addon = [sys.executable, "-m", "helicone_addon", "run"]
         if name == "bare":
             argv = [mitmdump, *common, *reverse]
+        elif name == "bare-stream":
+            from _bench_streams import STREAM_ADDON
+
+            script = self.tmp / "stream_addon.py"
+            script.write_text(STREAM_ADDON)
+            argv = [mitmdump, *common, *reverse, "-s", str(script)]
         elif name == "bare-https":
             argv = [mitmdump, *common, *regular]
         elif name in ("addon", "addon-stock", "addon-rss", "addon-otlp", "addon-base", "addon-process"):
@@ -682,7 +691,8 @@ class Bench:
         kinds = ["json", "stream"]
         # warm every configuration once (imports, pools, the first TLS handshakes, cache dirs)
         for c in configs:
-            self.measure(self.servers[c], conc=2, stream=False, warmup=0.3, seconds=0.5)
+            if c not in STREAM_ONLY:
+                self.measure(self.servers[c], conc=2, stream=False, warmup=0.3, seconds=0.5)
             self.measure(self.servers[c], conc=2, stream=True, warmup=0.2, seconds=0.3)
         for kind in kinds:
             for conc in concs:
@@ -692,6 +702,8 @@ class Bench:
                     for c in order:
                         if not self.time_left():
                             break
+                        if c in STREAM_ONLY and kind != "stream":
+                            continue
                         self.settle(proxies)
                         r = self.measure(self.servers[c], conc=conc, stream=kind == "stream",
                                          warmup=a.warmup, seconds=a.seconds, max_requests=a.max_requests)
@@ -952,6 +964,7 @@ def ratios(results: dict) -> list[dict]:
                 "addon p50 - bare p50 ms": _sub(ad, b, "p50_ms"),
                 "addon p50 - direct p50 ms": _sub(ad, d, "p50_ms"),
                 "addon TTFC - direct TTFC ms": _sub(ad, d, "ttfc_p50_ms"),
+                "bare-stream TTFC - direct TTFC ms": _sub(cell(results, "bare-stream", kind, conc), d, "ttfc_p50_ms"),
                 "addon-https TTFC - direct TTFC ms": _sub(ah, d, "ttfc_p50_ms"),
             })
     return out
@@ -1011,9 +1024,11 @@ def targets(results: dict) -> list[tuple[str, str, str, str, bool | None]]:
         x, y = g("addon", "json", conc), g("bare", "json", conc)
         check(f"flat tail: addon p99 / bare p99, c={conc} JSON", _div(x, y, "p99_ms"), "<= 1.2x",
               lambda v: v <= 1.2)
-    s8, d8 = g("addon", "stream", 8), g("direct", "stream", 8)
+    s8, d8, bs8 = g("addon", "stream", 8), g("direct", "stream", 8), g("bare-stream", "stream", 8)
     check("TTFC addon - direct, c=8 stream", _sub(s8, d8, "ttfc_p50_ms"), "<= +3 ms", lambda v: v <= 3.0,
           "{:+.2f} ms")
+    t.append(("  (reference) TTFC bare-stream - direct, c=8 stream: mitmproxy's own floor",
+              _f(_sub(bs8, d8, "ttfc_p50_ms"), "{:+.2f} ms"), "", "", None))
     check("cache hit p50 / bare p50 passing the call on (c=1, 0 ms upstream)",
           _div(c1.get("cache-hit"), b1, "p50_ms"), "<= 1.00x", lambda v: v <= 1.0)
     w = results.get("writer") or {}
@@ -1121,13 +1136,15 @@ def report(results: dict) -> str:
         lines.append("| target | measured | by CPU/req | wanted | |")
         lines.append("|---|---:|---:|---:|---|")
         for name, val, cpu, want, ok in targets(results):
-            lines.append(f"| {name} | {val} | {cpu} | {want} | {'PASS' if ok else ('n/a' if ok is None else 'MISS')} |")
+            verdict = "PASS" if ok else ("MISS" if ok is not None else ("n/a" if want else "reference"))
+            lines.append(f"| {name} | {val} | {cpu} | {want} | {verdict} |")
         lines.append("\n`by CPU/req`: the throughput ratio estimated from the proxies' CPU time per request; steadier "
                      "than req/s when other work shares the machine (if the two disagree much, rerun).")
-    if any(c["config"].startswith("bare") and c["kind"] == "stream" for c in results["cells"]):
+    if any(c["config"] in ("bare", "bare-https") and c["kind"] == "stream" for c in results["cells"]):
         results.setdefault("notes", []).append(
             "bare mitmdump buffers streamed responses (nothing sets flow.response.stream), so its TTFC is the "
-            "whole response time; the addon streams SSE through a tee.")
+            "whole response time; the addon streams SSE through a tee, and bare-stream is mitmdump with a "
+            "one-line addon that streams.")
     for n in results.get("notes", []):
         lines.append(f"\nNote: {n}")
     return "\n".join(lines)
@@ -1138,7 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short run: 1 s per measurement, 1k -> 5k calls for RSS")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--configs", default="direct,bare,addon,addon-stock,bare-https,addon-https",
+    p.add_argument("--configs", default="direct,bare,bare-stream,addon,addon-stock,bare-https,addon-https",
                    help="comma-separated (litellm is added when installed)")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--baseline", metavar="DIR", help="a checkout of another commit (git worktree add DIR REV): "
