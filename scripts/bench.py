@@ -13,6 +13,8 @@ Everything runs on loopback and is started by this script, each in its own proce
   * the configurations measured, alternated A B A B for every cell so machine drift hits all alike:
       direct       the client talks to the fake upstream
       bare         `mitmdump -q` (same mitmproxy) in reverse mode onto the fake
+      bare-stream  the same plus a one-line addon setting flow.response.stream (streamed calls only:
+                   bare mitmdump buffers, so this is mitmproxy's own time to first chunk)
       addon        `python -m helicone_addon run -q` in reverse mode: full logging, usage, pricing
       addon-stock  the same with HELICONE_FAST_DISPATCH=0 (mitmproxy's stock addon dispatch)
       bare-https   `mitmdump` in regular mode, client through CONNECT + TLS (trusting the CA of a
