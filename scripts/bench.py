@@ -558,11 +558,7 @@ class Bench:
         if name == "bare":
             argv = [mitmdump, *common, *reverse]
         elif name == "bare-stream":
-            from _bench_streams import STREAM_ADDON
-
-            script = self.tmp / "stream_addon.py"
-            script.write_text(STREAM_ADDON)
-            argv = [mitmdump, *common, *reverse, "-s", str(script)]
+            argv = [mitmdump, *common, *reverse, "-s", str(self.stream_addon_script())]
         elif name == "bare-https":
             argv = [mitmdump, *common, *regular]
         elif name in ("addon", "addon-stock", "addon-rss", "addon-otlp", "addon-base", "addon-process"):
@@ -595,6 +591,14 @@ class Bench:
             info["db"] = (data_dir or self.tmp / f"data-{name}") / "helicone.db"
         self.servers[name] = info
         return info
+
+    def stream_addon_script(self) -> Path:
+        """The one-line addon that makes bare mitmdump stream (bare-stream), as a `-s` script."""
+        from _bench_streams import STREAM_ADDON
+
+        script = self.tmp / "stream_addon.py"
+        script.write_text(STREAM_ADDON)
+        return script
 
     def start_litellm(self, port: int) -> dict:
         exe = shutil.which("litellm") or str(Path(sys.executable).with_name("litellm"))
@@ -756,11 +760,8 @@ class Bench:
 
     def run_streams(self) -> dict:
         """N streams opened at once, per N, against direct, bare mitmdump + stream addon, the addon."""
-        from _bench_streams import STREAM_ADDON
-
         a = self.args
-        script = self.tmp / "stream_addon.py"
-        script.write_text(STREAM_ADDON)
+        script = self.stream_addon_script()
         mitmdump = str(Path(sys.executable).with_name("mitmdump"))
         out: dict = {"meta": {"chunks": a.stream_chunks, "chunk_ms": a.stream_chunk_ms, "proxy_nofile": a.streams_nofile},
                      "cells": []}
