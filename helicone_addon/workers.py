@@ -11,7 +11,10 @@ arguments and the same data dir, so capacity grows with cores as nginx or uvicor
 * only worker 0 serves the local API (the others get `helicone_api_port=0`);
 * Ctrl-C / SIGTERM stops them all; a worker that dies is restarted (with a growing delay), and
   the supervisor gives up when workers keep dying right after start (a port taken, a bad option);
-* with more than one worker, each response says which worker answered (`X-Helicone-Worker`).
+* with more than one worker, each response says which worker answered (`X-Helicone-Worker`);
+* worker 0's `/metrics` counts the calls of every worker: the supervisor gives the workers one
+  fresh directory for prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, removed when
+  it stops), where each worker's counters live in files of its own (see exporters/prometheus.py).
 
 Pure module: no mitmproxy import. The worker side gets mitmproxy's modules from its caller
 (`prepare_worker(mode_servers)`, `add_worker_addons(addons)`, called by the CLI's `run`).
@@ -20,10 +23,12 @@ Pure module: no mitmproxy import. The worker side gets mitmproxy's modules from 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from typing import Any
@@ -44,6 +49,7 @@ __all__ = [
 
 ENV_INDEX = "HELICONE_WORKER_INDEX"  # set by the supervisor in each worker: 0 .. N-1
 ENV_COUNT = "HELICONE_WORKERS"  # N
+ENV_METRICS = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own: its multiprocess mode, on in workers
 HEADER = "X-Helicone-Worker"
 
 QUICK_DEATH_S = 5.0  # a worker that dies sooner than this after its start counts as a failed start
@@ -232,15 +238,15 @@ def _die_with_supervisor() -> None:
 
 
 class _Worker:
-    def __init__(self, index: int, n: int, argv: list[str]) -> None:
-        self.index, self.n, self.argv = index, n, argv
+    def __init__(self, index: int, n: int, argv: list[str], metrics_dir: str) -> None:
+        self.index, self.n, self.argv, self.metrics_dir = index, n, argv, metrics_dir
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self.quick_deaths = 0
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        env = {**os.environ, ENV_INDEX: str(self.index), ENV_COUNT: str(self.n)}
+        env = {**os.environ, ENV_INDEX: str(self.index), ENV_COUNT: str(self.n), ENV_METRICS: self.metrics_dir}
         self.proc = subprocess.Popen(_worker_argv(self.index, self.argv), env=env,  # noqa: PLW1509 - no threads
                                      preexec_fn=_die_with_supervisor if sys.platform.startswith("linux") else None)
         self.started = time.monotonic()
@@ -260,7 +266,8 @@ def run_workers(n: int, argv: list[str]) -> int:
         stopping = True
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    workers = [_Worker(i, n, argv) for i in range(n)]
+    metrics_dir = tempfile.mkdtemp(prefix="helicone-metrics-")  # 0700; the workers' metric files
+    workers = [_Worker(i, n, argv, metrics_dir) for i in range(n)]
     rc = 0
     try:
         for w in workers:
@@ -280,6 +287,7 @@ def run_workers(n: int, argv: list[str]) -> int:
                 if code is None or stopping:
                     continue
                 lived = now - w.started
+                _metrics_of_dead_worker(metrics_dir, w.proc.pid)
                 w.quick_deaths = w.quick_deaths + 1 if lived < QUICK_DEATH_S else 0
                 if w.quick_deaths >= MAX_QUICK_DEATHS:
                     print(f"helicone: worker {w.index} keeps exiting right after it starts (exit status {code}); "
@@ -294,7 +302,18 @@ def run_workers(n: int, argv: list[str]) -> int:
         _stop_all(workers)
         for s, h in old.items():
             signal.signal(s, h)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return rc
+
+
+def _metrics_of_dead_worker(metrics_dir: str, pid: int) -> None:
+    """A worker exited: its counters stay counted (the calls were served), its live gauges go."""
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, metrics_dir)
+    except Exception as e:  # noqa: BLE001 - metrics must never stop the supervisor
+        print(f"helicone: metrics of worker pid {pid} not cleaned up: {e}", file=sys.stderr, flush=True)
 
 
 def _stop_all(workers: list[_Worker]) -> None:

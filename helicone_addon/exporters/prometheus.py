@@ -31,23 +31,31 @@ Label values are bounded: no user, session or request ids; the first `max_models
 (and `max_providers` providers) keep their name, later ones are counted as `other`.
 
 Several proxy processes on one data dir: each process serves its own `/metrics` on its own API
-port and Prometheus scrapes each as a target (`sum by (...)` aggregates them). prometheus-client's
-multiprocess mode is meant for pre-forked workers behind ONE port; here it would need a shared
-mmap directory wiped at every start, it cannot carry the scrape-time store counters (each process
-has its own writer and its own spilled/dropped counts), and a crashed process' numbers would
-linger in the directory. Per-process targets keep every number true to the process that made it.
+port and Prometheus scrapes each as a target (`sum by (...)` aggregates them); per-process targets
+keep every number true to the process that made it.
+
+`helicone-addon run --workers N` is the exception: N processes behind one port, and only worker 0
+serves the local API. That is what prometheus-client's multiprocess mode is made for, and the
+supervisor turns it on (`PROMETHEUS_MULTIPROC_DIR`: a fresh directory per run, removed when it
+stops; see workers.py). Each worker's counters and histograms then live in files of its own,
+worker 0's scrape adds them up (`MultiProcessCollector`), and a worker that crashed still counts
+the calls it served. The scrape-time numbers, which only their process can read, are copied into
+those files every second by each worker (`_Mirror`): counters by their increase, gauges as the
+largest value among live workers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 logger = logging.getLogger(__name__)
@@ -151,6 +159,75 @@ class _ScrapeTime:
                     yield GaugeMetricFamily(name, f"{doc} ({key})", value=value)
 
 
+def shared_dir() -> str | None:
+    """prometheus-client's multiprocess directory, when this process runs in that mode (the
+    library decides at import time from the same variable)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return path if path and os.path.isdir(path) else None
+
+
+class _Mirror:
+    """Multiprocess mode: this process's scrape-time numbers, copied into its metric files, where
+    worker 0's scrape adds up those of every worker. Counters grow by their increase since the last
+    copy (a source that starts over, e.g. a reopened store, is followed from its new value); gauges
+    report the largest value among live workers (a shipper's lag over one shared outbox)."""
+
+    PERIOD_S = 1.0
+
+    def __init__(self, owner: Metrics) -> None:
+        self.owner = owner
+        self._metrics: dict[str, Any] = {}
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def sync(self) -> None:
+        with self._lock:
+            for prefix, fn, doc, kind in list(self.owner.sources):
+                try:
+                    values = dict(fn() or {})
+                except Exception:  # as in a scrape: counted, never raised
+                    self.owner.errors.labels("scrape").inc()
+                    logger.debug("helicone metrics: source %s failed", prefix, exc_info=True)
+                    continue
+                for key, value in values.items():
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        continue
+                    name = metric_name(prefix, key)
+                    metric = self._metrics.get(name)
+                    if metric is None:
+                        metric = self._metrics[name] = (
+                            Counter(name, f"{doc} ({key})", registry=None) if kind == "counter"
+                            else Gauge(name, f"{doc} ({key})", registry=None, multiprocess_mode="livemax"))
+                    if kind == "counter":
+                        if value > self._last.get(name, 0):
+                            metric.inc(value - self._last.get(name, 0))
+                        self._last[name] = value
+                    else:
+                        metric.set(value)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.PERIOD_S)
+            try:
+                self.sync()
+            except Exception:  # never let the copying thread die
+                logger.debug("helicone metrics: copy to the shared files failed", exc_info=True)
+
+
+class _SyncFirst:
+    """Collector run before `MultiProcessCollector` in worker 0's scrape: its own numbers, fresh."""
+
+    def __init__(self, mirror: _Mirror) -> None:
+        self.mirror = mirror
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        self.mirror.sync()
+        return []
+
+
 class Metrics:
     """Prometheus metrics fed by finished rows; serve `render()` (or `metrics_route`) for scrapes."""
 
@@ -197,6 +274,17 @@ class Metrics:
             self.add_counters("helicone_store", store_counters, "Log store health counter")
         if shipper_lag is not None:
             self.add_gauges("helicone_fleet_shipper_lag", shipper_lag, "Fleet shipper lag")
+        #: what a scrape shows: this registry, or (multiprocess mode, `--workers`) every worker's files
+        self.exposed = self.registry
+        path = shared_dir()
+        if path is not None:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            mirror = _Mirror(self)
+            self.exposed = CollectorRegistry(auto_describe=False)
+            self.exposed.register(_SyncFirst(mirror))
+            MultiProcessCollector(self.exposed, path)
+            threading.Thread(target=mirror.run, name="helicone-metrics-mirror", daemon=True).start()
 
     # -- scrape-time sources ---------------------------------------------------------------------
     def add_counters(self, prefix: str, fn: Source, doc: str) -> None:
@@ -256,8 +344,8 @@ class Metrics:
 
     # -- exposition -------------------------------------------------------------------------------
     def render(self) -> bytes:
-        """The registry in Prometheus' text exposition format (0.0.4)."""
-        return generate_latest(self.registry)
+        """What a scrape shows, in Prometheus' text exposition format (0.0.4)."""
+        return generate_latest(self.exposed)
 
 
 def metrics_route(metrics: Metrics, path: str = "/metrics"):
@@ -272,6 +360,6 @@ def metrics_route(metrics: Metrics, path: str = "/metrics"):
 
     def endpoint(request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(metrics.registry), headers={"content-type": content_type})
+        return Response(encoder(metrics.exposed), headers={"content-type": content_type})
 
     return Route(path, endpoint, methods=["GET"], name="metrics")

@@ -40,6 +40,7 @@ class HeliconeExporters:
 
             self.hub = Exporters(store_counters=self._store_counters, shipper_lag=self._shipper_lag)
             self.hub.metrics.add_counters("helicone_fleet_shipper", self._shipper_counters, "Fleet shipper (PostgreSQL)")
+            self.hub.metrics.add_counters("helicone_proxy", self._addon_counters, "Proxy counter")
         if updated & OTLP_OPTIONS:
             opts = ctx.options
             try:
@@ -68,6 +69,13 @@ class HeliconeExporters:
             return {}
         lag = shipper.lag()
         return {"rows": lag.rows, "seconds": lag.seconds}
+
+    def _addon_counters(self) -> dict:
+        """The other addons' counters (cache, rate limits, Redis, refused connections); the span
+        export's own are `helicone_otlp_*` already."""
+        from helicone_addon.proxy.logwriter import addon_counters
+
+        return addon_counters(skip=self)
 
     @staticmethod
     def _shipper_counters() -> dict:

@@ -19,7 +19,7 @@ from helicone_addon import config, pipes, pricing
 from helicone_addon.proxy.flowrecord import META, FlowRecord
 from helicone_addon.record import build_row
 from helicone_addon.store import LogStore
-from helicone_addon.store.gauges import has_table, write_gauges
+from helicone_addon.store.gauges import add_counters, has_table
 from helicone_addon.store.process import LogProcess
 
 logger = logging.getLogger("helicone_addon")
@@ -31,6 +31,17 @@ logger = logging.getLogger("helicone_addon")
 LOOP_SWITCH_INTERVAL = 0.0001
 
 COUNTER_PERIOD_S = 2.0
+
+
+def addon_counters(skip: object = None) -> dict[str, int]:
+    """The counters of this process's addons (their `counters` dicts: cache, rate limits, Redis,
+    refused connections, span export), in one dict: what `store_counters` and /metrics show."""
+    values: dict[str, int] = {}
+    for addon in ctx.master.addons.chain:
+        counters = getattr(addon, "counters", None)
+        if isinstance(counters, dict) and addon is not skip:
+            values.update(counters)
+    return values
 
 
 class HeliconeLog:
@@ -149,21 +160,21 @@ class HeliconeLog:
         logger.info("helicone: shipping the log to %s", url.split("@")[-1])
 
     async def _publish_counters(self, path: Path) -> None:
-        """Every few seconds, the counters of the other addons (cache, rate limits, Redis) into the
-        log's `store_counters` table, where users query them."""
-        last: dict[str, int] = {}
+        """Every few seconds, what the other addons counted since (cache, rate limits, Redis,
+        refused connections, span export) is added to the log's `store_counters` table, where users
+        query them; every process on the log adds its own."""
+        published: dict[str, int] = {}
         while True:
             await asyncio.sleep(COUNTER_PERIOD_S)
-            values: dict[str, int] = {}
-            for addon in ctx.master.addons.chain:
-                counters = getattr(addon, "counters", None)
-                if isinstance(counters, dict) and addon is not self:
-                    values.update(counters)
-            changed = {k: v for k, v in values.items() if last.get(k) != v}
-            if changed:
+            values = addon_counters(skip=self)
+            for k, v in values.items():
+                if v < published.get(k, 0):  # a counter that started over (its addon was reconfigured)
+                    published[k] = v
+            deltas = {k: v - published.get(k, 0) for k, v in values.items() if v > published.get(k, 0)}
+            if deltas:
                 try:
-                    await asyncio.to_thread(write_gauges, path, changed)
-                    last.update(changed)
+                    await asyncio.to_thread(add_counters, path, deltas)
+                    published.update({k: values[k] for k in deltas})
                 except Exception as e:  # a locked or read-only log: try again next period
                     logger.debug("helicone: counters not written: %s", e)
 

@@ -9,15 +9,17 @@ import sqlite3
 logger = logging.getLogger(__name__)
 
 
-def write_gauges(path: str | os.PathLike, values: dict[str, int]) -> None:
-    """Set `values` in store_counters (a short transaction on a connection of its own)."""
+def add_counters(path: str | os.PathLike, deltas: dict[str, int]) -> None:
+    """Add `deltas` to the counters in store_counters (a short transaction on a connection of its
+    own). Adding, not setting: processes sharing the log (`--workers`, two proxies on one data dir)
+    and restarts all add up in the same counter."""
     conn = sqlite3.connect(path, timeout=5)
     try:
         with conn:
             conn.executemany(
                 "INSERT INTO store_counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                list(values.items()),
+                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                list(deltas.items()),
             )
     finally:
         conn.close()

@@ -169,23 +169,60 @@ def test_local_api_is_served_once(workers):
     assert "local API not started" not in p.output(), p.output()[-2000:]
 
 
+def metric_totals(p, port: int) -> dict[str, float]:
+    """Worker 0's /metrics (the local API's), each series summed over its labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from helicone_addon.security import read_token
+
+    r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10, trust_env=False,
+                  headers={"Authorization": f"Bearer {read_token(p.data_dir)}"})
+    assert r.status_code == 200, r.text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            out[sample.name] = out.get(sample.name, 0) + sample.value
+    return out
+
+
+def wait_metrics(p, port: int, want: dict[str, float], timeout: float = 30) -> dict[str, float]:
+    """/metrics once it shows `want` (rows are counted by the writer thread after the answer, and
+    the other worker's store counters are copied every second), or the last scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = metric_totals(p, port)
+        if all(got.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
 def test_a_crashed_worker_is_restarted_and_ctrl_c_stops_all(workers):
-    p = workers()
+    port = conftest.free_port()
+    p = workers(api_port=port)
+    conftest.wait_port(port, timeout=STARTUP_S, proc=p.proc)
     seen = tags_until_both(p)
     assert len(seen) == 2, seen
     before = children(p.proc.pid)
-    victim = next(iter(before))
+
+    # worker 0 serves /metrics, and it counts the calls of both workers
+    served = sum(seen.values())
+    want = {"helicone_llm_calls_total": served, "helicone_store_written_total": served}
+    got = wait_metrics(p, port, want)
+    assert {k: got.get(k) for k in want} == want, got
+    assert got.get("helicone_proxy_connections_refused_no_fd_total") == 0, sorted(got)
+
+    victim = next(int(t.split()[1]) for t in seen if t.split()[0] == "1")  # the worker without the API
     os.kill(victim, signal.SIGKILL)
     # The other worker serves meanwhile and the supervisor starts a new one. A connection the
     # kernel had already queued on the killed worker's socket is reset (as with any SO_REUSEPORT
     # server whose process dies): clients see a connection error for those and retry.
     deadline = time.monotonic() + STARTUP_S
     after: set[int] = set()
-    served = resets = 0
+    served_after_kill = resets = 0
     while time.monotonic() < deadline:
         try:
             assert call(p).status_code == 200
-            served += 1
+            served_after_kill += 1
         except httpx.TransportError:
             resets += 1
         after = children(p.proc.pid)
@@ -193,11 +230,17 @@ def test_a_crashed_worker_is_restarted_and_ctrl_c_stops_all(workers):
             break
         time.sleep(0.2)
     assert len(after) == 2 and victim not in after, (before, after)
-    assert served > resets, (served, resets)
+    assert served_after_kill > resets, (served_after_kill, resets)
     new_pid = (after - before).pop()
     tags = tags_until_both(p)
     assert new_pid in {int(t.split()[1]) for t in tags}, (new_pid, tags)
     assert "restarted" in p.output()
+
+    # the crashed worker's calls are still counted, beside those of the worker that replaced it
+    served += served_after_kill + sum(tags.values())
+    want = {"helicone_llm_calls_total": served, "helicone_store_written_total": served}
+    got = wait_metrics(p, port, want)
+    assert {k: got.get(k) for k in want} == want, got
 
     # Ctrl-C: every process stops, and the port is free again
     p.proc.send_signal(signal.SIGINT)

@@ -227,3 +227,64 @@ def test_openmetrics_when_the_scraper_asks():
     assert resp.headers["content-type"].startswith("application/openmetrics-text")
     assert resp.text.endswith("# EOF\n")
     assert 'helicone_llm_calls_total{cache="hit",model="gpt-4o-mini",provider="openai",status_class="2xx"} 1.0' in resp.text
+
+
+# one worker of `helicone-addon run --workers N`: prometheus-client decides its mode when imported, so
+# each worker is a process of its own, started with the directory the supervisor would give it
+_WORKER = """
+import json, sys
+from helicone_addon.exporters.prometheus import Metrics
+store = {"written": 0}
+m = Metrics(store_counters=lambda: store, shipper_lag=lambda: {"rows": int(sys.argv[2])})
+for row in json.loads(sys.argv[1]):
+    m.on_row(row, [])
+for written in (7, 3, 5):  # 3: the store started over (reopened): followed from there, never subtracted
+    store["written"] = written
+    m.render()  # a scrape copies this process's numbers into its files first
+"""
+
+
+def test_workers_metrics_add_up_across_processes(tmp_path):
+    """Under --workers, every worker counts into prometheus-client's shared directory, and a scrape
+    (MultiProcessCollector, as worker 0's /metrics does it) adds them up, also after they exited."""
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from helicone_addon.workers import _metrics_of_dead_worker
+
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    rows = [r for r, _ in mixed_rows()]
+    pids = []
+    for lag, part in ((4, rows[:3]), (9, rows[3:])):
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(part), str(lag)], env=env,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.wait(120) == 0, proc.stderr.read()
+        pids.append(proc.pid)
+
+    def scrape_shared() -> dict[str, float]:
+        reg = CollectorRegistry()
+        MultiProcessCollector(reg, str(shared))
+        got: dict[str, float] = defaultdict(float)
+        for family in reg.collect():
+            for s in family.samples:
+                got[s.name] += s.value
+        return got
+
+    got = scrape_shared()
+    assert got["helicone_llm_calls_total"] == len(rows)
+    assert got["helicone_llm_latency_seconds_count"] == sum(1 for r in rows if not r["cache_hit"]
+                                                             and not r["rate_limited"] and r["latency_ms"] is not None)
+    assert got["helicone_store_written_total"] == 18  # 7, then 3 (a new start: +0), then 5 (+2): 9 each
+    assert got["helicone_fleet_shipper_lag_rows"] == 9  # a gauge: the largest among the workers
+    for pid in pids:  # what the supervisor does when a worker exits
+        _metrics_of_dead_worker(str(shared), pid)
+    got = scrape_shared()
+    assert "helicone_fleet_shipper_lag_rows" not in got  # their gauges went with them
+    assert got["helicone_llm_calls_total"] == len(rows)  # what they counted stays
+    assert got["helicone_store_written_total"] == 18

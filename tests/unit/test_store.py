@@ -394,3 +394,17 @@ def test_writer_threads_yield_the_cpu_to_the_event_loop(tmp_path):
         assert count(tmp_path / "h.db") == 1
     finally:
         store.close()
+
+
+def test_counters_of_processes_sharing_the_log_add_up(tmp_path):
+    """store_counters: what each process (a --workers worker, a second proxy on the data dir, the
+    same proxy after a restart) publishes is added to the counter, never written over it."""
+    from helicone_addon.store.gauges import add_counters
+
+    path = tmp_path / "h.db"
+    open_db(path).conn.close()
+    add_counters(path, {"cache_read_errors": 2, "redis_outages": 1})  # worker 0
+    add_counters(path, {"cache_read_errors": 3})  # worker 1
+    add_counters(path, {"redis_outages": 1})  # worker 0 again, later
+    assert count(path, "SELECT value FROM store_counters WHERE name = 'cache_read_errors'") == 5
+    assert count(path, "SELECT value FROM store_counters WHERE name = 'redis_outages'") == 2
