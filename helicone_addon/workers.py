@@ -265,8 +265,8 @@ def run_workers(n: int, argv: list[str]) -> int:
         nonlocal stopping
         stopping = True
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     metrics_dir = tempfile.mkdtemp(prefix="helicone-metrics-")  # 0700; the workers' metric files
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     workers = [_Worker(i, n, argv, metrics_dir) for i in range(n)]
     rc = 0
     try:
