@@ -131,6 +131,23 @@ def metric_name(*parts: str) -> str:
     return _NAME_BAD.sub("_", "_".join(p for p in parts if p)).strip("_")
 
 
+def _source_numbers(owner: Metrics) -> Iterable[tuple[str, str, str, float]]:
+    """(metric name, help, kind, value) of every number the scrape-time sources give now. A source
+    that fails is counted in `helicone_exporter_errors_total{exporter="scrape"}` and skipped."""
+    for prefix, fn, doc, kind in list(owner.sources):
+        try:
+            values = dict(fn() or {})
+        except Exception:  # a source that fails must not fail the scrape
+            owner.errors.labels("scrape").inc()
+            logger.debug("helicone metrics: source %s failed", prefix, exc_info=True)
+            continue
+        for key in sorted(values):
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            yield metric_name(prefix, key), f"{doc} ({key})", kind, value
+
+
 class _ScrapeTime:
     """A custom collector: numbers owned by others (store, shipper, OTLP exporter), read per scrape."""
 
@@ -141,22 +158,9 @@ class _ScrapeTime:
         return []  # nothing to check at registration: the sources may not exist yet
 
     def collect(self) -> Iterable[Metric]:
-        for prefix, fn, doc, kind in list(self.owner.sources):
-            try:
-                values = dict(fn() or {})
-            except Exception:  # a source that fails must not fail the scrape
-                self.owner.errors.labels("scrape").inc()
-                logger.debug("helicone metrics: source %s failed", prefix, exc_info=True)
-                continue
-            for key in sorted(values):
-                value = values[key]
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    continue
-                name = metric_name(prefix, key)
-                if kind == "counter":
-                    yield CounterMetricFamily(name, f"{doc} ({key})", value=value)
-                else:
-                    yield GaugeMetricFamily(name, f"{doc} ({key})", value=value)
+        for name, doc, kind, value in _source_numbers(self.owner):
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, doc, value=value)
 
 
 def shared_dir() -> str | None:
@@ -182,28 +186,19 @@ class _Mirror:
 
     def sync(self) -> None:
         with self._lock:
-            for prefix, fn, doc, kind in list(self.owner.sources):
-                try:
-                    values = dict(fn() or {})
-                except Exception:  # as in a scrape: counted, never raised
-                    self.owner.errors.labels("scrape").inc()
-                    logger.debug("helicone metrics: source %s failed", prefix, exc_info=True)
-                    continue
-                for key, value in values.items():
-                    if isinstance(value, bool) or not isinstance(value, int | float):
-                        continue
-                    name = metric_name(prefix, key)
-                    metric = self._metrics.get(name)
-                    if metric is None:
-                        metric = self._metrics[name] = (
-                            Counter(name, f"{doc} ({key})", registry=None) if kind == "counter"
-                            else Gauge(name, f"{doc} ({key})", registry=None, multiprocess_mode="livemax"))
-                    if kind == "counter":
-                        if value > self._last.get(name, 0):
-                            metric.inc(value - self._last.get(name, 0))
-                        self._last[name] = value
-                    else:
-                        metric.set(value)
+            for name, doc, kind, value in _source_numbers(self.owner):
+                metric = self._metrics.get(name)
+                if metric is None:
+                    metric = self._metrics[name] = (
+                        Counter(name, doc, registry=None) if kind == "counter"
+                        else Gauge(name, doc, registry=None, multiprocess_mode="livemax"))
+                if kind == "counter":
+                    last = self._last.get(name, 0)
+                    if value > last:
+                        metric.inc(value - last)
+                    self._last[name] = value
+                else:
+                    metric.set(value)
 
     def run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from mitmproxy import ctx, exceptions, http
 
 from helicone_addon.proxy.flowrecord import META, FlowRecord
+from helicone_addon.proxy.logwriter import addon_counters
 
 OTLP_OPTIONS = {"helicone_otlp_endpoint", "helicone_otlp_headers", "helicone_otlp_content"}
 
@@ -73,8 +74,6 @@ class HeliconeExporters:
     def _addon_counters(self) -> dict:
         """The other addons' counters (cache, rate limits, Redis, refused connections); the span
         export's own are `helicone_otlp_*` already."""
-        from helicone_addon.proxy.logwriter import addon_counters
-
         return addon_counters(skip=self)
 
     @staticmethod
